@@ -1,0 +1,1 @@
+"""curation: turn web crawls into curated pretraining corpora (never imports Airflow)."""

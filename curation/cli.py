@@ -1,0 +1,131 @@
+"""`curation` command line: the whole build without Airflow, and one sub-command per stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from curation.config import BuildConfig, load_config
+from curation.errors import CurationError, GateFailure
+
+app = typer.Typer(help="Curate web crawls into pretraining corpora.", no_args_is_help=True, pretty_exceptions_enable=False)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML build config")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. heuristics.min_words=30")]
+
+
+def _config(config: Path | None, overrides: list[str] | None, **extra: object) -> BuildConfig:
+    cfg = load_config(config, overrides or [])
+    return cfg.model_copy(update={k: v for k, v in extra.items() if v is not None}) if extra else cfg
+
+
+def _fail(exc: CurationError) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(3 if isinstance(exc, GateFailure) else 2)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def build(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    inputs: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="input WARC file, glob or prefix/")] = None,
+    build_id: Annotated[Optional[str], typer.Option(help="defaults to the ISO week, e.g. 2026-W48")] = None,
+) -> None:
+    """Run the whole pipeline (ingest -> dedup -> filter -> gate -> publish) in this process."""
+    from curation.pipeline import run_build
+
+    try:
+        cfg = load_config(config, (overrides or []) + ([f"build_id={build_id}"] if build_id else []))
+        if inputs:
+            cfg = cfg.model_copy(update={"inputs": inputs})
+        summary = run_build(cfg, progress=sys.stderr.isatty())
+    except CurationError as exc:
+        _fail(exc)
+        return
+    for stage, stats in summary["funnel"].items():
+        drops = ", ".join(f"{k}={v}" for k, v in stats["dropped"].items()) or "none"
+        typer.echo(f"{stage:>8}: {stats['rows_in']} in -> {stats['rows_out']} out (dropped: {drops})")
+    typer.echo(f"build {summary['build_id']}: {summary['rows']} documents passed the gate")
+    if summary["manifest"]:
+        typer.echo(f"release: {summary['manifest'].rsplit('/', 1)[0]}")
+        typer.echo(f"manifest: {summary['manifest']}")
+    else:
+        typer.echo(f"publish disabled (dry run); gate report: {summary['gate_report']}")
+
+
+@app.command("sample-crawl")
+def sample_crawl(
+    out: Path,
+    pages: Annotated[int, typer.Option(help="page records in total")] = 200,
+    seed: Annotated[int, typer.Option(help="same seed, same bytes")] = 0,
+    files: Annotated[int, typer.Option(help="number of WARC.gz files")] = 2,
+) -> None:
+    """Write a deterministic sample crawl (WARC.gz) that exercises every filter."""
+    from curation.ingest.sample_crawl import write_sample_crawl
+
+    for path in write_sample_crawl(str(out), pages=pages, seed=seed, files=files):
+        typer.echo(path)
+
+
+@app.command()
+def ingest(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """WARC files -> one documents Parquet shard."""
+    from curation.ingest.warc import ingest as run
+    from curation.layout import write_stats
+
+    try:
+        stats = run(inputs, output, _config(config, overrides))
+    except CurationError as exc:
+        _fail(exc)
+        return
+    write_stats(stats, output)
+    typer.echo(stats.summary())
+
+
+@app.command()
+def dedup(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Documents shards -> the table of exact duplicates to drop."""
+    from curation.dedup.exact import plan_exact_dedup
+
+    typer.echo(plan_exact_dedup(inputs, output, _config(config, overrides)).summary())
+
+
+@app.command("filter")
+def filter_cmd(
+    inputs: list[str],
+    output: Annotated[str, typer.Option("--output", "-o")],
+    duplicates: Annotated[Optional[str], typer.Option(help="dedup plan from `curation dedup`")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Documents shard -> kept documents with heuristic signal columns."""
+    from curation.filtering import filter_shard
+    from curation.layout import write_stats
+
+    stats = filter_shard(inputs, output, _config(config, overrides), duplicates=duplicates)
+    write_stats(stats, output)
+    typer.echo(stats.summary())
+
+
+@app.command()
+def release(config: ConfigOpt = None, overrides: SetOpt = None, build_id: Annotated[Optional[str], typer.Option()] = None) -> None:
+    """Show the manifest of a release (LATEST by default)."""
+    from curation.publish import read_manifest
+
+    manifest = read_manifest(_config(config, overrides), build_id)
+    manifest.pop("schema", None)
+    typer.echo(json.dumps(manifest, indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Deduplication: exact (normalized-text hash) now; URL, MinHash LSH and image dedup next."""

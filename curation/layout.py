@@ -1,0 +1,64 @@
+"""Where every artifact of a build lives. The one place that knows the storage layout:
+
+    {work_root}/{build_id}/config.yaml                     resolved config of the build
+    {work_root}/{build_id}/{stage}/{shard}.parquet         stage output, one per shard
+    {work_root}/{build_id}/{stage}/{shard}.stats.json      its StageStats
+    {work_root}/{build_id}/{stage}/dropped/{shard}.parquet rows the stage removed, with reasons
+    {release_root}/{corpus}/{build_id}/...                 published release
+    {release_root}/{corpus}/LATEST                         newest release that passed its gates
+"""
+
+from __future__ import annotations
+
+from curation import storage
+from curation.config import BuildConfig
+from curation.stats import StageStats
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def build_root(cfg: BuildConfig, build_id: str) -> str:
+    return storage.join(cfg.work_root, build_id)
+
+
+def shard_uri(cfg: BuildConfig, build_id: str, stage: str, shard: str) -> str:
+    return storage.join(cfg.work_root, build_id, stage, f"{shard}.parquet")
+
+
+def stats_uri(output: str) -> str:
+    return output.removesuffix(".parquet") + ".stats.json"
+
+
+def dropped_uri(output: str) -> str:
+    parent, _, shard = output.rpartition("/")
+    return f"{parent}/dropped/{shard}"
+
+
+def config_uri(cfg: BuildConfig, build_id: str) -> str:
+    return storage.join(cfg.work_root, build_id, "config.yaml")
+
+
+def gate_report_uri(cfg: BuildConfig, build_id: str) -> str:
+    return storage.join(cfg.work_root, build_id, "gate", "report.json")
+
+
+def duplicates_uri(cfg: BuildConfig, build_id: str) -> str:
+    return storage.join(cfg.work_root, build_id, "dedup", "duplicates.parquet")
+
+
+def release_uri(cfg: BuildConfig, build_id: str) -> str:
+    return storage.join(cfg.release_root, cfg.publish.corpus, build_id)
+
+
+def latest_uri(cfg: BuildConfig) -> str:
+    return storage.join(cfg.release_root, cfg.publish.corpus, "LATEST")
+
+
+def write_stats(stats: StageStats, output: str) -> None:
+    storage.write_json(stats_uri(output), stats.to_dict())
+
+
+def read_stats(output: str) -> StageStats:
+    return StageStats.from_dict(storage.read_json(stats_uri(output)))

@@ -1,0 +1,1 @@
+"""Signals per document: heuristics now; fastText and CLIP scorers join here."""
