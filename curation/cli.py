@@ -31,7 +31,9 @@ def _fail(exc: CurationError) -> None:
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.command()
@@ -52,15 +54,20 @@ def build(
     except CurationError as exc:
         _fail(exc)
         return
-    for stage, stats in summary["funnel"].items():
-        drops = ", ".join(f"{k}={v}" for k, v in stats["dropped"].items()) or "none"
-        typer.echo(f"{stage:>8}: {stats['rows_in']} in -> {stats['rows_out']} out (dropped: {drops})")
+    _echo_funnel(summary["funnel"])
     typer.echo(f"build {summary['build_id']}: {summary['rows']} documents passed the gate")
     if summary["manifest"]:
         typer.echo(f"release: {summary['manifest'].rsplit('/', 1)[0]}")
         typer.echo(f"manifest: {summary['manifest']}")
     else:
         typer.echo(f"publish disabled (dry run); gate report: {summary['gate_report']}")
+
+
+def _echo_funnel(funnel: dict) -> None:
+    order = ["ingest", "dedup", "filter", "publish"]
+    for stage, stats in sorted(funnel.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(stats["dropped"].items())) or "none"
+        typer.echo(f"{stage:>8}: {stats['rows_in']} in -> {stats['rows_out']} out (dropped: {drops})")
 
 
 @app.command("sample-crawl")
@@ -78,7 +85,9 @@ def sample_crawl(
 
 
 @app.command()
-def ingest(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+def ingest(
+    inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None
+) -> None:
     """WARC files -> one documents Parquet shard."""
     from curation.ingest.warc import ingest as run
     from curation.layout import write_stats
@@ -93,7 +102,9 @@ def ingest(inputs: list[str], output: Annotated[str, typer.Option("--output", "-
 
 
 @app.command()
-def dedup(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+def dedup(
+    inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None
+) -> None:
     """Documents shards -> the table of exact duplicates to drop."""
     from curation.dedup.exact import plan_exact_dedup
 
@@ -118,13 +129,25 @@ def filter_cmd(
 
 
 @app.command()
-def release(config: ConfigOpt = None, overrides: SetOpt = None, build_id: Annotated[Optional[str], typer.Option()] = None) -> None:
-    """Show the manifest of a release (LATEST by default)."""
+def release(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    build_id: Annotated[Optional[str], typer.Option(help="defaults to the release LATEST points at")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole manifest")] = False,
+) -> None:
+    """Show a release: its size, files, gate result and drop funnel."""
     from curation.publish import read_manifest
 
     manifest = read_manifest(_config(config, overrides), build_id)
-    manifest.pop("schema", None)
-    typer.echo(json.dumps(manifest, indent=2))
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    files = len(manifest["files"])
+    typer.echo(f"corpus {manifest['corpus']}, build {manifest['build_id']}: {manifest['rows']} documents in {files} file(s)")
+    typer.echo(
+        f"gate passed: {manifest['gate']['passed']}; config {manifest['config_hash'][:12]}; code {manifest['code_version']}"
+    )
+    _echo_funnel(manifest["funnel"])
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ class GateConfig(_Section):
     min_rows: int = 1
     max_rows: int = 10_000_000_000
     min_words: int = 1
+    # Languages the published table may hold; None means the ingest allowlist.
+    languages: list[str] | None = None
 
 
 class PublishConfig(_Section):

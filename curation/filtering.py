@@ -54,7 +54,11 @@ def filter_shard(inputs: list[str], output: str, cfg: BuildConfig, duplicates: s
                 is_dup = pc.is_in(batch["doc_id"], value_set=dup_ids).to_numpy(zero_copy_only=False)
                 if is_dup.any():
                     n_dup = int(is_dup.sum())
-                    dropped.append(_dropped_rows(batch.filter(is_dup), np.full(n_dup, "dup_exact", object), np.full(n_dup, "exact duplicate", object)))
+                    dropped.append(
+                        _dropped_rows(
+                            batch.filter(is_dup), np.full(n_dup, "dup_exact", object), np.full(n_dup, "exact duplicate", object)
+                        )
+                    )
                     stats.drop("dup_exact", n_dup)
                     batch = batch.filter(~is_dup)
                 signals = heuristic_signals(batch["text"], cfg.heuristics.toxic_words)

@@ -65,10 +65,13 @@ def run_gate(inputs: list[str], output: str, cfg: BuildConfig, build_id: str, fu
     """Validate the kept shards `inputs`; write the report to `output`; raise GateFailure if it fails."""
     started = time.monotonic()
     table = pa.concat_tables([storage.read_table(uri) for uri in inputs]) if inputs else None
+    languages = cfg.gate.languages if cfg.gate.languages is not None else cfg.ingest.languages
+    if not languages and table is not None:  # no allowlist anywhere: every language is allowed
+        languages = sorted(set(table["language"].to_pylist()))
     parameters = {
         "min_rows": cfg.gate.min_rows,
         "max_rows": cfg.gate.max_rows,
-        "languages": cfg.ingest.languages or ["unknown"],
+        "languages": languages,
         "min_words": cfg.gate.min_words,
     }
     checks: list[Check] = []
@@ -79,8 +82,15 @@ def run_gate(inputs: list[str], output: str, cfg: BuildConfig, build_id: str, fu
             label = f"documents: {outcome.expectation}" + (f"({outcome.column})" if outcome.column else "")
             checks.append(Check(label, outcome.success, outcome.severity, outcome.observed, outcome.expected))
     for stats in funnel:
-        checks.append(Check(f"{stats.stage}: rows balance (in = out + dropped)", stats.balanced(), "critical",
-                            {"in": stats.rows_in, "out": stats.rows_out, "dropped": stats.rows_dropped}, "in == out + dropped"))
+        checks.append(
+            Check(
+                f"{stats.stage}: rows balance (in = out + dropped)",
+                stats.balanced(),
+                "critical",
+                {"in": stats.rows_in, "out": stats.rows_out, "dropped": stats.rows_dropped},
+                "in == out + dropped",
+            )
+        )
     report = GateReport(
         build_id=build_id,
         checks=checks,

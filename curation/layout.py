@@ -1,11 +1,11 @@
 """Where every artifact of a build lives. The one place that knows the storage layout:
 
-    {work_root}/{build_id}/config.yaml                     resolved config of the build
-    {work_root}/{build_id}/{stage}/{shard}.parquet         stage output, one per shard
-    {work_root}/{build_id}/{stage}/{shard}.stats.json      its StageStats
-    {work_root}/{build_id}/{stage}/dropped/{shard}.parquet rows the stage removed, with reasons
-    {release_root}/{corpus}/{build_id}/...                 published release
-    {release_root}/{corpus}/LATEST                         newest release that passed its gates
+{work_root}/{build_id}/config.yaml                     resolved config of the build
+{work_root}/{build_id}/{stage}/{shard}.parquet         stage output, one per shard
+{work_root}/{build_id}/{stage}/{shard}.stats.json      its StageStats
+{work_root}/{build_id}/{stage}/dropped/{shard}.parquet rows the stage removed, with reasons
+{release_root}/{corpus}/{build_id}/...                 published release
+{release_root}/{corpus}/LATEST                         newest release that passed its gates
 """
 
 from __future__ import annotations

@@ -97,7 +97,13 @@ def run_build(cfg: BuildConfig, progress: bool = False) -> dict:
     filtered = [run_filter(cfg, build_id, u, duplicates) for u in _bar(ingested, "filter", progress)]
     report = run_gate_step(cfg, build_id, ingested, filtered)
     manifest = run_publish(cfg, build_id, filtered) if cfg.publish.enabled else None
-    return {"build_id": build_id, "rows": report.rows, "gate_report": report.report_uri, "manifest": manifest, "funnel": report.funnel}
+    return {
+        "build_id": build_id,
+        "rows": report.rows,
+        "gate_report": report.report_uri,
+        "manifest": manifest,
+        "funnel": report.funnel,
+    }
 
 
 def _bar(items: list, label: str, enabled: bool) -> list:

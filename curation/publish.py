@@ -29,8 +29,9 @@ def code_version() -> str:
     """Package version, plus the git commit when running from a checkout."""
     version = metadata.version("curation") if _installed() else "0+unknown"
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{version}+g{sha}" if sha else version
@@ -56,9 +57,12 @@ def publish(inputs: list[str], output: str, cfg: BuildConfig, build_id: str, gat
     for index, uri in enumerate(inputs):
         data = storage.read_bytes(uri)
         path = f"data/part-{index:05d}.parquet"
-        files.append({"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "rows": storage.parquet_rows(uri)})
+        files.append(
+            {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "rows": storage.parquet_rows(uri)}
+        )
         payloads.append((path, data))
-    content_id = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
+    # The release's identity: its data and the config that made it.
+    content_id = hashlib.sha256((cfg.config_hash() + "".join(f["sha256"] for f in files)).encode()).hexdigest()
 
     manifest_uri = storage.join(output, MANIFEST)
     stats = StageStats(stage=STAGE, shard=build_id, outputs=[manifest_uri])

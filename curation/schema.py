@@ -85,7 +85,4 @@ def conform(table: pa.Table, schema: pa.Schema, *, where: str) -> pa.Table:
 
 def describe(schema: pa.Schema) -> list[dict[str, str]]:
     """Column docs as plain dicts (used in data cards and the manifest)."""
-    return [
-        {"name": f.name, "type": str(f.type), "doc": (f.metadata or {}).get(b"doc", b"").decode()}
-        for f in schema
-    ]
+    return [{"name": f.name, "type": str(f.type), "doc": (f.metadata or {}).get(b"doc", b"").decode()} for f in schema]

@@ -93,5 +93,10 @@ class Progress:
         s = self.stats
         log.info(
             "%s[%s] progress: %d rows in, %.0f rows/s, %d dropped %s",
-            s.stage, s.shard, s.rows_in, s.rows_in / elapsed, s.rows_dropped, dict(s.dropped),
+            s.stage,
+            s.shard,
+            s.rows_in,
+            s.rows_in / elapsed,
+            s.rows_dropped,
+            dict(s.dropped),
         )

@@ -256,8 +256,10 @@ class TableWriter:
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
         if table.num_rows:
-            self._writer.write(table.cast(self.schema) if table.schema != self.schema else table,
-                               row_group_size=PARQUET_OPTIONS["row_group_size"])
+            self._writer.write(
+                table.cast(self.schema) if table.schema != self.schema else table,
+                row_group_size=PARQUET_OPTIONS["row_group_size"],
+            )
             self.rows += table.num_rows
 
     def __enter__(self) -> TableWriter:

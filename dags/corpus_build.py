@@ -60,12 +60,34 @@ def _flatten(batches) -> list[str]:
     tags=["curation", "corpus"],
     doc_md=__doc__,
     params={
-        "config_path": Param(None, type=["null", "string"], title="Config file", description="YAML build config; defaults to $CURATION_CONFIG"),
-        "inputs": Param([], type="array", items={"type": "string"}, title="Inputs", description="WARC files, globs or prefixes/ (empty: from the config)"),
-        "shard_limit": Param(None, type=["null", "integer"], minimum=1, title="Shard limit", description="use only the first N input files (trial builds)"),
-        "build_id": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Build id", description="defaults to the ISO week of the data interval"),
+        "config_path": Param(
+            None, type=["null", "string"], title="Config file", description="YAML build config; defaults to $CURATION_CONFIG"
+        ),
+        "inputs": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Inputs",
+            description="WARC files, globs or prefixes/ (empty: from the config)",
+        ),
+        "shard_limit": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Shard limit",
+            description="use only the first N input files (trial builds)",
+        ),
+        "build_id": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+            title="Build id",
+            description="defaults to the ISO week of the data interval",
+        ),
         "publish": Param(True, type="boolean", title="Publish", description="off = dry run: everything but the release"),
-        "overrides": Param({}, type="object", title="Config overrides", description='nested, e.g. {"heuristics": {"min_words": 30}}'),
+        "overrides": Param(
+            {}, type="object", title="Config overrides", description='nested, e.g. {"heuristics": {"min_words": 30}}'
+        ),
     },
 )
 def corpus_build():
@@ -117,7 +139,9 @@ def corpus_build():
         from curation.pipeline import load_build_config, run_gate_step
 
         try:
-            report = run_gate_step(load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested), _flatten(filtered))
+            report = run_gate_step(
+                load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested), _flatten(filtered)
+            )
         except GateFailure as exc:
             raise AirflowFailException(str(exc)) from exc
         return {"rows": report.rows, "report": report.report_uri, "warnings": [c.name for c in report.failed()]}

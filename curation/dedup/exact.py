@@ -26,8 +26,10 @@ DUPLICATES = pa.schema([("doc_id", pa.string()), ("kept_doc_id", pa.string()), (
 def plan_exact_dedup(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
     """Write to `output` every doc_id that duplicates a kept document, with the one kept."""
     started = time.monotonic()
-    keys = pa.concat_tables([storage.read_table(uri, columns=["doc_id", "text_hash"]) for uri in inputs]) if inputs else (
-        pa.table({"doc_id": pa.array([], pa.string()), "text_hash": pa.array([], pa.string())})
+    keys = (
+        pa.concat_tables([storage.read_table(uri, columns=["doc_id", "text_hash"]) for uri in inputs])
+        if inputs
+        else (pa.table({"doc_id": pa.array([], pa.string()), "text_hash": pa.array([], pa.string())}))
     )
     keepers = keys.group_by("text_hash").aggregate([("doc_id", "min")]).rename_columns(["text_hash", "kept_doc_id"])
     joined = keys.join(keepers, "text_hash")

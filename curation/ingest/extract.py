@@ -6,8 +6,6 @@ step works on Arrow columns.
 
 from __future__ import annotations
 
-import re
-
 import xxhash
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
@@ -16,7 +14,6 @@ from resiliparse.parse.lang import detect_fast
 
 # resiliparse's language detector returns an out-of-place rank; above 1200 it is unreliable.
 _LANG_RANK_CUTOFF = 1200
-_SPACES = re.compile(r"\s+")
 
 
 class DecodeError(ValueError):
@@ -63,7 +60,7 @@ def detect_language(text: str) -> tuple[str, float]:
 
 def normalized_text_hash(text: str) -> str:
     """xxh128 of the text lower-cased with white space collapsed: the exact-dedup key."""
-    return xxhash.xxh128_hexdigest(_SPACES.sub(" ", text.lower()).strip().encode())
+    return xxhash.xxh128_hexdigest(" ".join(text.lower().split()).encode())
 
 
 def stable_id(*parts: str) -> str:

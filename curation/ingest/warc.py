@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 import shutil
 import tempfile
 import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from curation import layout, storage
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 STAGE = "ingest"
 _BATCH_ROWS = 2_000
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
+_HOST_PATTERN = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^:/?#]*)"
 
 
 class _Rows:
@@ -56,6 +58,14 @@ class _Rows:
         return table
 
 
+def _add_derived_columns(docs: pa.Table) -> pa.Table:
+    """Columns computed for the whole batch at once rather than per record: domain, n_words."""
+    host = pc.struct_field(pc.extract_regex(docs["url"], _HOST_PATTERN), "host")
+    docs = docs.set_column(docs.schema.get_field_index("domain"), "domain", pc.utf8_lower(host))
+    n_words = pc.list_value_length(pc.utf8_split_whitespace(docs["text"])).cast(pa.int32())
+    return docs.set_column(docs.schema.get_field_index("n_words"), "n_words", n_words)
+
+
 @contextlib.contextmanager
 def _local_copy(uri: str) -> Iterator[Path]:
     """A local, seekable path for `uri` (S3 objects are spooled to a temp file first)."""
@@ -73,30 +83,55 @@ def _local_copy(uri: str) -> Iterator[Path]:
 
 
 def _tail_is_complete(path: Path, last_record_pos: int | None) -> bool:
-    """True if the bytes after the last parsed record's start hold one whole record.
+    """True if the bytes from the last parsed record's start to the end of file are whole records.
 
-    fastwarc ends iteration quietly at a truncated gzip member, so we check the tail ourselves:
-    for .gz the last member must decompress to its end; otherwise the stream must have ended
-    at a record boundary, which fastwarc already enforces.
+    fastwarc ends iteration quietly at a truncated record, so we check the tail ourselves: for
+    .gz the last member must decompress to its end; for a plain WARC the last record's declared
+    Content-Length must fit in the file, and nothing but blank lines may follow it.
     """
-    if not path.name.endswith(".gz"):
-        return True
     with open(path, "rb") as fh:
         fh.seek(last_record_pos or 0)
-        inflater = zlib.decompressobj(wbits=31)
-        while chunk := fh.read(1 << 20):
-            data = chunk
-            while data:
-                try:
-                    inflater.decompress(data)
-                except zlib.error:
-                    return False
-                if not inflater.eof:
-                    break
-                data = inflater.unused_data
-                if data:
-                    inflater = zlib.decompressobj(wbits=31)
-        return inflater.eof
+        if path.name.endswith(".gz"):
+            return _gzip_members_complete(fh)
+        tail = fh.read()
+    # Walk the records after the last parsed one by their Content-Length.
+    pos = 0
+    while tail[pos:].strip():
+        pos += len(tail[pos:]) - len(tail[pos:].lstrip())  # the blank lines between records
+        header_end = tail.find(b"\r\n\r\n", pos)
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", tail[pos:header_end]) if header_end >= 0 else None
+        if length is None:
+            return False
+        pos = header_end + 4 + int(length.group(1))
+        if pos > len(tail):
+            return False
+    return True
+
+
+def _has_warc_records(path: Path) -> bool:
+    """Whether the file holds any WARC record at all (a WARC may hold no response record)."""
+    try:
+        with open(path, "rb") as fh:
+            return next(iter(ArchiveIterator(fh)), None) is not None
+    except OSError:
+        return False
+
+
+def _gzip_members_complete(fh) -> bool:
+    inflater = zlib.decompressobj(wbits=31)
+    while chunk := fh.read(1 << 20):
+        data = chunk
+        while data:
+            try:
+                inflater.decompress(data)
+            except zlib.error:
+                return False
+            if not inflater.eof:
+                break
+            data = inflater.unused_data
+            if data:
+                inflater = zlib.decompressobj(wbits=31)
+    return inflater.eof
 
 
 def ingest(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
@@ -111,7 +146,9 @@ def ingest(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
     def drop(reason: str, source: str, offset: int | None, url: str | None = None, detail: str = "", doc_id=None):
         stats.rows_in += 1
         stats.drop(reason)
-        dropped.add(stage=STAGE, reason=reason, doc_id=doc_id, url=url, source_uri=source, source_offset=offset, detail=detail[:500])
+        dropped.add(
+            stage=STAGE, reason=reason, doc_id=doc_id, url=url, source_uri=source, source_offset=offset, detail=detail[:500]
+        )
 
     with storage.TableWriter(output, DOCUMENTS) as writer:
         for uri in inputs:
@@ -121,33 +158,43 @@ def ingest(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
                 seen = 0
                 try:
                     with open(path, "rb") as fh:
-                        for record in ArchiveIterator(fh, parse_http=True):
+                        # Only response records carry pages; fastwarc skips the rest without parsing them.
+                        for record in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=True):
                             last_pos = record.stream_pos
                             seen += 1
-                            if record.record_type != WarcRecordType.response:
-                                continue
                             row = _page_row(record, uri, cfg, drop)
                             if row is None:
                                 continue
-                            if allowed and (row["language"] not in allowed or row["language_score"] < cfg.ingest.min_language_score):
-                                drop("lang", uri, row["source_offset"], row["url"], f"{row['language']}:{row['language_score']:.2f}", row["doc_id"])
+                            if allowed and (
+                                row["language"] not in allowed or row["language_score"] < cfg.ingest.min_language_score
+                            ):
+                                drop(
+                                    "lang",
+                                    uri,
+                                    row["source_offset"],
+                                    row["url"],
+                                    f"{row['language']}:{row['language_score']:.2f}",
+                                    row["doc_id"],
+                                )
                                 continue
                             stats.rows_in += 1
                             stats.rows_out += 1
                             docs.add(**row)
                             if len(docs) >= _BATCH_ROWS:
-                                writer.write(docs.take())
+                                writer.write(_add_derived_columns(docs.take()))
                             progress.tick()
                 except OSError as exc:  # fastwarc: malformed WARC header / corrupt stream
                     if seen == 0:
-                        raise BadInputError(f"input {uri} is not a readable WARC file ({exc}); remove it from the inputs or re-fetch it") from exc
+                        raise BadInputError(
+                            f"input {uri} is not a readable WARC file ({exc}); remove it from the inputs or re-fetch it"
+                        ) from exc
                     drop("malformed_record", uri, last_pos, detail=f"{exc}; rest of file skipped")
                     continue
-                if seen == 0 and path.stat().st_size > 0:
+                if seen == 0 and path.stat().st_size > 0 and not _has_warc_records(path):
                     raise BadInputError(f"input {uri} holds no readable WARC record; remove it from the inputs or re-fetch it")
                 if not _tail_is_complete(path, last_pos):
-                    drop("truncated_record", uri, last_pos, detail="file ends inside a gzip member: truncated download?")
-        writer.write(docs.take())
+                    drop("truncated_record", uri, last_pos, detail="file ends inside a record: truncated download?")
+        writer.write(_add_derived_columns(docs.take()))
     stats.rows_out = writer.rows
     stats.bytes_out = writer.bytes
     stats.outputs = [output]
@@ -194,7 +241,6 @@ def _page_row(record, uri: str, cfg: BuildConfig, drop) -> dict | None:
     return {
         "doc_id": doc_id,
         "url": url,
-        "domain": (urlsplit(url).hostname or "").lower(),
         "warc_record_id": record_id,
         "fetch_time": fetch_time,
         "source_uri": uri,
@@ -203,6 +249,5 @@ def _page_row(record, uri: str, cfg: BuildConfig, drop) -> dict | None:
         "text": text,
         "language": language,
         "language_score": language_score,
-        "n_words": len(text.split()),
         "text_hash": normalized_text_hash(text),
     }

@@ -76,7 +76,7 @@ def heuristic_signals(text: pa.ChunkedArray | pa.Array, toxic_words: list[str]) 
     bullet = pc.starts_with(lines, BULLETS[0]).to_numpy(zero_copy_only=False).copy()
     for mark in BULLETS[1:]:
         bullet |= pc.starts_with(lines, mark).to_numpy(zero_copy_only=False)
-    ellipsis = (pc.ends_with(lines, "...").to_numpy(zero_copy_only=False) | pc.ends_with(lines, "…").to_numpy(zero_copy_only=False))
+    ellipsis = pc.ends_with(lines, "...").to_numpy(zero_copy_only=False) | pc.ends_with(lines, "…").to_numpy(zero_copy_only=False)
     line_chars = _per_doc(line_doc, pc.utf8_length(lines).to_numpy(zero_copy_only=False).astype(np.float64), n)
     dup_lines, dup_line_chars, _ = _group_max_repeats(line_doc, lines, n)
 
@@ -113,7 +113,11 @@ def drop_reasons(signals: pa.Table, cfg: HeuristicsConfig) -> tuple[np.ndarray, 
     rules: list[tuple[str, str, np.ndarray]] = [
         ("gopher_quality", "too few words", col["n_words"] < cfg.min_words),
         ("gopher_quality", "too many words", col["n_words"] > cfg.max_words),
-        ("gopher_quality", "mean word length", (col["mean_word_length"] < cfg.min_mean_word_length) | (col["mean_word_length"] > cfg.max_mean_word_length)),
+        (
+            "gopher_quality",
+            "mean word length",
+            (col["mean_word_length"] < cfg.min_mean_word_length) | (col["mean_word_length"] > cfg.max_mean_word_length),
+        ),
         ("gopher_quality", "symbol/word ratio", col["symbol_word_ratio"] > cfg.max_symbol_word_ratio),
         ("gopher_quality", "bullet lines", col["bullet_lines_ratio"] > cfg.max_bullet_lines_ratio),
         ("gopher_quality", "ellipsis lines", col["ellipsis_lines_ratio"] > cfg.max_ellipsis_lines_ratio),

@@ -1,0 +1,321 @@
+"""Great Expectations (GX Core 1.x) suites for the pipeline's Arrow tables.
+
+A suite lives in a JSON file in the format `ExpectationSuite.to_json_dict()` writes:
+``{"name": ..., "expectations": [{"type": "expect_...", "kwargs": {...}, "meta": {...}}], "meta": {...}}``.
+A kwarg written as ``{"$PARAMETER": "name"}`` is a suite parameter; its value is supplied per run
+(GX substitutes it natively at validation time). Each expectation's ``meta["severity"]`` is
+"critical" (the default) or "warning"; the gate decides what to do with failures by severity.
+
+GX is imported lazily (it costs seconds) and runs in one ephemeral, in-memory data context per
+process: no files, no network, no progress bars, and GX's INFO logging silenced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from curation.errors import ConfigError
+
+if TYPE_CHECKING:
+    import great_expectations
+    import pyarrow
+
+__all__ = [
+    "ExpectationOutcome",
+    "MissingSuiteParameterError",
+    "SuiteError",
+    "load_suite",
+    "validate_table",
+]
+
+SEVERITIES = ("critical", "warning")
+DEFAULT_SEVERITY = "critical"
+PARTIAL_UNEXPECTED = 5  # how many failing values an outcome keeps
+
+_PARAM_KEY = "$PARAMETER"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_RESULT_FORMAT = {
+    "result_format": "BASIC",
+    "partial_unexpected_count": PARTIAL_UNEXPECTED,
+}
+# Result keys copied into ExpectationOutcome.observed, in this order, when GX reports them.
+_OBSERVED_KEYS = (
+    "observed_value",
+    "details",
+    "element_count",
+    "unexpected_count",
+    "unexpected_percent",
+    "partial_unexpected_list",
+)
+
+_lock = threading.RLock()
+# "context" and "batch_definition", created once per process
+_gx_state: dict[str, Any] = {}
+
+
+class SuiteError(ConfigError, ValueError):
+    """A suite file is unreadable or malformed (a config error: rerunning will not help)."""
+
+
+class MissingSuiteParameterError(SuiteError):
+    """A suite references ``{"$PARAMETER": name}`` but no value for `name` was supplied."""
+
+    def __init__(self, message: str, name: str):
+        super().__init__(message)
+        self.name = name
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    suite: str
+    expectation: str  # e.g. "expect_column_values_to_not_be_null"
+    column: str | None
+    success: bool
+    # JSON-serialisable dict of what GX saw: some of observed_value, details, element_count,
+    # unexpected_count, unexpected_percent, partial_unexpected_list (first 5); or {"error": msg}
+    # when the expectation could not be evaluated (e.g. its column is missing).
+    observed: object
+    expected: dict  # the kwargs with parameters filled in, JSON-serialisable
+    severity: str  # meta["severity"]: "critical" (default) or "warning"
+
+
+def load_suite(path: str | os.PathLike, parameters: dict | None = None) -> great_expectations.ExpectationSuite:
+    """Load a suite JSON. Values in kwargs written as {"$PARAMETER": "name"} are filled from
+    `parameters` (a missing one raises ValueError naming it).
+
+    The placeholders stay in the suite and GX substitutes them natively when validating: the
+    supplied values are kept on ``suite.suite_parameters``, which `validate_table` passes on as
+    ``batch.validate(suite, expectation_parameters=...)``. Raises `SuiteError` (a ValueError) on
+    a malformed file, an unknown expectation type or bad kwargs, or a severity other than
+    "critical"/"warning".
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SuiteError(f"cannot read expectation suite {path}: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("expectations"), list):
+        raise SuiteError(f"{path}: not an expectation suite (need an object with an 'expectations' list)")
+    name = raw.get("name") or raw.get("expectation_suite_name") or path.stem
+    parameters = dict(parameters or {})
+
+    gx = _gx()
+    from great_expectations.core.suite_parameters import parse_suite_parameter
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    expectations = []
+    for i, item in enumerate(raw["expectations"]):
+        where = f"{path}: expectation #{i}"
+        if not isinstance(item, dict):
+            raise SuiteError(f"{where} is not an object")
+        # 0.x files say "expectation_type"
+        type_ = item.get("type") or item.get("expectation_type")
+        kwargs = item.get("kwargs")
+        meta = dict(item.get("meta") or {})
+        if not isinstance(type_, str) or not isinstance(kwargs, dict):
+            raise SuiteError(f"{where} needs a string 'type' and an object 'kwargs'")
+        where = f"{path}: expectation #{i} ({type_})"
+        severity = meta.setdefault("severity", DEFAULT_SEVERITY)
+        if severity not in SEVERITIES:
+            raise SuiteError(f"{where}: meta.severity must be one of {SEVERITIES}, got {severity!r}")
+        for key, value in kwargs.items():
+            if isinstance(value, dict) and _PARAM_KEY in value:
+                _check_parameter(value[_PARAM_KEY], parameters, where, key, parse_suite_parameter)
+        try:
+            expectation = ExpectationConfiguration(
+                type=type_,
+                kwargs=kwargs,
+                meta=meta,
+                notes=item.get("notes"),
+                description=item.get("description"),
+                severity=severity,  # keep GX's own severity field in step with meta
+            ).to_domain_obj()
+        except Exception as exc:
+            # ExpectationNotFoundError, pydantic's ValidationError, ...
+            raise SuiteError(f"{where}: invalid expectation: {exc}") from exc
+        expectations.append(expectation)
+
+    # Pass built Expectation objects: given dicts, the ExpectationSuite constructor only *logs*
+    # an invalid one and silently drops it.
+    return gx.ExpectationSuite(
+        name=name,
+        expectations=expectations,
+        suite_parameters=parameters,
+        meta=raw.get("meta") or None,
+        notes=raw.get("notes"),
+    )
+
+
+def validate_table(
+    table: pyarrow.Table, suite_path: str | os.PathLike, parameters: dict | None = None
+) -> list[ExpectationOutcome]:
+    """Validate an Arrow table (converted to pandas once) against the suite; one outcome per
+    expectation, in suite order. A failing or unevaluable expectation (e.g. a missing column)
+    gives an outcome with success False; nothing is raised for bad data."""
+    suite = load_suite(suite_path, parameters)
+    # GX returns results out of suite order (errored expectations first): tag each one to match.
+    for i, expectation in enumerate(suite.expectations):
+        expectation.id = f"{suite.name}#{i}"
+    df = table.to_pandas()
+
+    from great_expectations.exceptions import SuiteParameterError
+
+    with _lock:
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
+        try:
+            result = batch.validate(
+                suite,
+                result_format=_RESULT_FORMAT,
+                expectation_parameters=dict(suite.suite_parameters),
+            )
+        except SuiteParameterError as exc:
+            # from a parameter expression; plain names were checked by load_suite
+            raise SuiteError(f"{suite_path}: {exc}") from exc
+
+    by_id = {r.expectation_config.id: r for r in result.results}
+    return [_outcome(suite.name, e, by_id.get(e.id)) for e in suite.expectations]
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+def _gx():
+    """Import great_expectations with its INFO logging silenced (warnings and errors kept)."""
+    gx_logger = logging.getLogger("great_expectations")
+    # respect a level the application set on purpose
+    if gx_logger.level == logging.NOTSET:
+        gx_logger.setLevel(logging.WARNING)
+    import great_expectations
+
+    return great_expectations
+
+
+def _batch_definition():
+    """The process-wide ephemeral context's whole-dataframe batch definition (created once)."""
+    with _lock:
+        if "batch_definition" not in _gx_state:
+            gx = _gx()
+            from great_expectations.data_context.types.base import (
+                DataContextConfig,
+                InMemoryStoreBackendDefaults,
+                ProgressBarsConfig,
+            )
+
+            # In-memory stores, no data-docs site (the default ephemeral config makes a temp
+            # directory for one), no usage statistics, no tqdm bars on stderr.
+            config = DataContextConfig(
+                store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+                analytics_enabled=False,
+                progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+            )
+            context = gx.get_context(mode="ephemeral", project_config=config)
+            asset = context.data_sources.add_pandas("curation").add_dataframe_asset("table")
+            _gx_state["context"] = context
+            _gx_state["batch_definition"] = asset.add_batch_definition_whole_dataframe("whole")
+        return _gx_state["batch_definition"]
+
+
+def _check_parameter(expr: Any, parameters: dict, where: str, key: str, parse) -> None:
+    if not isinstance(expr, str) or not expr:
+        raise SuiteError(f"{where}: kwarg {key!r} has a bad $PARAMETER reference {expr!r}")
+    if _IDENT.match(expr):
+        if expr not in parameters:
+            raise MissingSuiteParameterError(
+                f"{where}: kwarg {key!r} needs suite parameter {expr!r}, which was not supplied (supplied: {sorted(parameters)})",
+                expr,
+            )
+        return
+    try:  # an expression such as "max_rows * 2": let GX's own parser find missing names
+        parse(expr, suite_parameters=parameters)
+    except Exception as exc:
+        raise SuiteError(f"{where}: kwarg {key!r}: cannot evaluate $PARAMETER {expr!r}: {exc}") from exc
+
+
+def _outcome(suite_name: str, expectation, result) -> ExpectationOutcome:
+    config = expectation.configuration
+    meta = config.meta or {}
+    kwargs = dict(result.expectation_config.kwargs if result is not None else config.kwargs)
+    kwargs.pop("batch_id", None)
+    if result is None:
+        # should not happen; never report a pass for an unmatched expectation
+        success = False
+        observed = {"error": "GX returned no result for this expectation"}
+    else:
+        success = bool(result.success)
+        observed = _observed(result)
+    return ExpectationOutcome(
+        suite=suite_name,
+        expectation=config.type,
+        column=kwargs.get("column"),
+        success=success,
+        observed=_jsonable(observed),
+        expected=_jsonable(kwargs),
+        severity=meta.get("severity", DEFAULT_SEVERITY),
+    )
+
+
+def _observed(result) -> dict:
+    error = _exception_message(result.exception_info)
+    if error is not None:
+        return {"error": error}
+    data = result.result or {}
+    observed = {k: data[k] for k in _OBSERVED_KEYS if k in data}
+    if "partial_unexpected_list" in observed:
+        observed["partial_unexpected_list"] = list(observed["partial_unexpected_list"])[:PARTIAL_UNEXPECTED]
+    return observed
+
+
+def _exception_message(info) -> str | None:
+    """The first exception message in a result's exception_info, whose shape varies: either one
+    ExceptionInfo dict or a dict of them keyed by metric id (metric resolution errors)."""
+    if not info:
+        return None
+    if hasattr(info, "to_json_dict"):
+        info = info.to_json_dict()
+    if isinstance(info, dict) and "raised_exception" in info:
+        return (info.get("exception_message") or "exception") if info.get("raised_exception") else None
+    if isinstance(info, dict):
+        for value in info.values():
+            message = _exception_message(value)
+            if message is not None:
+                return message
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types from what GX and pandas hand back (numpy scalars, Timestamps, NaN...)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):  # datetime, pandas.Timestamp
+        try:
+            return value.isoformat()
+        except ValueError:  # NaT
+            return None
+    if hasattr(value, "item"):  # numpy scalar
+        return _jsonable(value.item())
+    if hasattr(value, "tolist"):  # numpy array
+        return _jsonable(value.tolist())
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError, ImportError):
+        pass
+    return str(value)
