@@ -128,17 +128,63 @@ def filter_cmd(
     typer.echo(stats.summary())
 
 
+BuildIdOpt = Annotated[str, typer.Option("--build-id", help="the build whose work files to use, e.g. 2026-W48")]
+
+
+@app.command()
+def gate(build_id: BuildIdOpt, config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Validate a build's filtered shards; exit 3 and print every failed check if the gate fails."""
+    from curation import layout
+    from curation.pipeline import run_gate_step
+
+    cfg = _config(config, overrides)
+    try:
+        report = run_gate_step(
+            cfg, build_id, layout.stage_outputs(cfg, build_id, "ingest"), layout.stage_outputs(cfg, build_id, "filter")
+        )
+    except CurationError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"gate passed for {build_id}: {report.rows} rows, {len(report.failed())} warning(s); report {report.report_uri}")
+
+
+@app.command()
+def publish(
+    build_id: BuildIdOpt,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="replace an existing release with different content")] = False,
+) -> None:
+    """Publish a gated build's filtered shards as a release (manifest last, then LATEST)."""
+    from curation import layout
+    from curation.pipeline import run_publish
+
+    cfg = _config(config, overrides)
+    try:
+        manifest = run_publish(cfg, build_id, layout.stage_outputs(cfg, build_id, "filter"), force=force)
+    except CurationError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"release: {manifest.rsplit('/', 1)[0]}")
+
+
 @app.command()
 def release(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     build_id: Annotated[Optional[str], typer.Option(help="defaults to the release LATEST points at")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole manifest")] = False,
+    verify: Annotated[bool, typer.Option(help="re-read every file and check bytes, sha256 and rows")] = False,
 ) -> None:
     """Show a release: its size, files, gate result and drop funnel."""
-    from curation.publish import read_manifest
+    from curation.publish import read_manifest, verify_release
 
-    manifest = read_manifest(_config(config, overrides), build_id)
+    cfg = _config(config, overrides)
+    try:
+        manifest = verify_release(cfg, build_id) if verify else read_manifest(cfg, build_id)
+    except CurationError as exc:
+        _fail(exc)
+        return
     if as_json:
         typer.echo(json.dumps(manifest, indent=2))
         return
@@ -148,6 +194,8 @@ def release(
         f"gate passed: {manifest['gate']['passed']}; config {manifest['config_hash'][:12]}; code {manifest['code_version']}"
     )
     _echo_funnel(manifest["funnel"])
+    if verify:
+        typer.echo(f"verified: {files} file(s) match the manifest (bytes, sha256) and hold {manifest['rows']} rows in all")
 
 
 if __name__ == "__main__":

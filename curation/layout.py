@@ -27,6 +27,12 @@ def shard_uri(cfg: BuildConfig, build_id: str, stage: str, shard: str) -> str:
     return storage.join(cfg.work_root, build_id, stage, f"{shard}.parquet")
 
 
+def stage_outputs(cfg: BuildConfig, build_id: str, stage: str) -> list[str]:
+    """The shard files a stage wrote for a build (not its dropped/ tables), sorted."""
+    folder = storage.join(cfg.work_root, build_id, stage)
+    return [uri for uri in storage.list_files(folder, ".parquet") if "/dropped/" not in uri[len(folder) :]]
+
+
 def stats_uri(output: str) -> str:
     return output.removesuffix(".parquet") + ".stats.json"
 

@@ -8,15 +8,18 @@ content for an existing release is refused unless `force` is set.
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from curation import layout, storage
 from curation.config import BuildConfig
-from curation.errors import ConfigError, GateFailure
+from curation.errors import BadInputError, ConfigError, GateFailure
 from curation.gates import GateReport
 from curation.schema import SCORED_DOCUMENTS, describe
 from curation.stats import StageStats
@@ -114,3 +117,23 @@ def read_manifest(cfg: BuildConfig, build_id: str | None = None) -> dict[str, An
     if build_id is None:
         build_id = storage.read_bytes(layout.latest_uri(cfg)).decode().strip()
     return storage.read_json(storage.join(layout.release_uri(cfg, build_id), MANIFEST))
+
+
+def verify_release(cfg: BuildConfig, build_id: str | None = None) -> dict[str, Any]:
+    """Re-read every file of a release and check it against the manifest (bytes, sha256, rows).
+
+    Raises BadInputError naming the first file that does not match; returns the manifest.
+    """
+    manifest = read_manifest(cfg, build_id)
+    release = layout.release_uri(cfg, manifest["build_id"])
+    rows = 0
+    for entry in manifest["files"]:
+        uri = storage.join(release, entry["path"])
+        data = storage.read_bytes(uri)
+        file_rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"] or file_rows != entry["rows"]:
+            raise BadInputError(f"release file {uri} does not match its manifest entry {entry}")
+        rows += file_rows
+    if rows != manifest["rows"]:
+        raise BadInputError(f"release {release}: files hold {rows} rows, manifest says {manifest['rows']}")
+    return manifest

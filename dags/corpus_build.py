@@ -46,6 +46,21 @@ def _build_config(params: dict):
         raise AirflowFailException(str(exc)) from exc  # a config error never improves with retries
 
 
+def _fail_fast(fn):
+    """Run a library call; a deterministic library error fails the task at once (no retries).
+
+    Transient errors (and anything unexpected) propagate unchanged, so the task's retries apply.
+    """
+    from curation.errors import CurationError
+
+    try:
+        return fn()
+    except CurationError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
 def _flatten(batches) -> list[str]:
     return [uri for batch in batches for uri in batch]
 
@@ -118,20 +133,20 @@ def corpus_build():
         from curation.pipeline import Shard, load_build_config, run_ingest
 
         cfg = load_build_config(build["config_uri"])
-        return [run_ingest(cfg, build["build_id"], Shard(name, inputs)) for name, inputs in batch]
+        return [_fail_fast(lambda n=name, i=inputs: run_ingest(cfg, build["build_id"], Shard(n, i))) for name, inputs in batch]
 
     @task
     def dedup(ingested: list, build: dict) -> str:
         from curation.pipeline import load_build_config, run_dedup
 
-        return run_dedup(load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested))
+        return _fail_fast(lambda: run_dedup(load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested)))
 
     @task
     def filter_shards(batch: list[str], build: dict, duplicates: str) -> list[str]:
         from curation.pipeline import load_build_config, run_filter
 
         cfg = load_build_config(build["config_uri"])
-        return [run_filter(cfg, build["build_id"], uri, duplicates) for uri in batch]
+        return [_fail_fast(lambda u=uri: run_filter(cfg, build["build_id"], u, duplicates)) for uri in batch]
 
     @task(retries=0)
     def gate(ingested: list, filtered: list, build: dict) -> dict:
@@ -153,7 +168,7 @@ def corpus_build():
         cfg = load_build_config(build["config_uri"])
         if not cfg.publish.enabled:
             raise AirflowSkipException(f"dry run: publish is off; gate report {gate_result['report']}")
-        return run_publish(cfg, build["build_id"], _flatten(filtered))
+        return _fail_fast(lambda: run_publish(cfg, build["build_id"], _flatten(filtered)))
 
     build = prepare()
     ingested = ingest.partial(build=build).expand(batch=shard_batches(build))

@@ -37,6 +37,6 @@ if ! .venv/bin/airflow dags test corpus_build >"$var/demo-build.log" 2>&1; then
 fi
 grep -E "DagRun Finished" "$var/demo-build.log" | sed 's/.*\(state=[a-z]*\).*/run \1/' >&2
 echo "== release" >&2
-.venv/bin/curation release --config "$CURATION_CONFIG"
+.venv/bin/curation release --config "$CURATION_CONFIG" --verify
 latest=$(cat "$var/releases/web-en/LATEST")
 echo "release path: $var/releases/web-en/$latest"

@@ -9,10 +9,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import layout, storage
-from curation.errors import GateFailure
+from curation.errors import BadInputError, GateFailure
 from curation.ingest.sample_crawl import write_truncated_copy
 from curation.pipeline import load_build_config, run_build
-from curation.publish import read_manifest
+from curation.publish import read_manifest, verify_release
+
+
+def test_verify_release_catches_a_changed_file(build_config):
+    cfg = build_config(build_id="tamper")
+    run_build(cfg)
+    assert verify_release(cfg)["rows"] > 100
+    part = Path(layout.release_uri(cfg, "tamper")) / "data" / "part-00001.parquet"
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(BadInputError, match=r"part-00001\.parquet"):
+        verify_release(cfg)
 
 
 def _assert_release_consistent(manifest: dict, release: str) -> int:
