@@ -130,9 +130,11 @@ def verify_release(cfg: BuildConfig, build_id: str | None = None) -> dict[str, A
     for entry in manifest["files"]:
         uri = storage.join(release, entry["path"])
         data = storage.read_bytes(uri)
+        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise BadInputError(f"release file {uri} does not match its manifest entry (bytes, sha256): {entry}")
         file_rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
-        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"] or file_rows != entry["rows"]:
-            raise BadInputError(f"release file {uri} does not match its manifest entry {entry}")
+        if file_rows != entry["rows"]:
+            raise BadInputError(f"release file {uri} holds {file_rows} rows, its manifest entry says {entry['rows']}")
         rows += file_rows
     if rows != manifest["rows"]:
         raise BadInputError(f"release {release}: files hold {rows} rows, manifest says {manifest['rows']}")
