@@ -17,6 +17,7 @@ from curation.config import BuildConfig
 from curation.schema import DOCUMENTS, DROPPED, SCORED_DOCUMENTS
 from curation.scoring.heuristics import drop_reasons, heuristic_signals
 from curation.stats import Progress, StageStats
+from curation.takedown import blocked_mask, load_blocklist
 
 STAGE = "filter"
 _BATCH_ROWS = 4_096
@@ -37,13 +38,41 @@ def _dropped_rows(batch: pa.Table, reason: np.ndarray, detail: np.ndarray) -> pa
     )
 
 
-def filter_shard(inputs: list[str], output: str, cfg: BuildConfig, duplicates: str | None = None) -> StageStats:
-    """Write the kept, scored documents of `inputs` to `output`; `duplicates` is the dedup plan."""
+def load_removals(duplicates: list[str]) -> pa.Table:
+    """doc_id -> (reason, detail) from dedup tables (doc_id, kept_doc_id, reason); first one wins."""
+    tables = [storage.read_table(uri, columns=["doc_id", "kept_doc_id", "reason"]) for uri in duplicates]
+    if not tables:
+        return pa.table(
+            {"doc_id": pa.array([], pa.string()), "reason": pa.array([], pa.string()), "detail": pa.array([], pa.string())}
+        )
+    table = pa.concat_tables(tables)
+    detail = pc.binary_join_element_wise("duplicate of ", table["kept_doc_id"], "")
+    return pa.table({"doc_id": table["doc_id"], "reason": table["reason"], "detail": detail})
+
+
+def filter_shard(inputs: list[str], output: str, cfg: BuildConfig, duplicates: str | list[str] | None = None) -> StageStats:
+    """Write the kept, scored documents of `inputs` to `output`.
+
+    Removes, in this order: takedowns (blocklist under state_root), the doc_ids listed in the
+    dedup tables `duplicates` (with their reason, e.g. dup_exact / dup_near), then rows failing
+    the heuristic rules.
+    """
     stats = StageStats(stage=STAGE, shard=storage.name(output).removesuffix(".parquet"))
     started = time.monotonic()
     progress = Progress(stats)
-    dup_ids = storage.read_table(duplicates, columns=["doc_id"])["doc_id"] if duplicates else pa.array([], pa.string())
+    removals = load_removals([duplicates] if isinstance(duplicates, str) else list(duplicates or []))
+    removal_ids = removals["doc_id"].combine_chunks()
+    blocklist = load_blocklist(cfg)
     dropped: list[pa.Table] = []
+
+    def remove(batch: pa.Table, mask: np.ndarray, reason: np.ndarray, detail: np.ndarray) -> pa.Table:
+        if not mask.any():
+            return batch
+        for name, count in zip(*np.unique(reason[mask], return_counts=True), strict=True):
+            stats.drop(str(name), int(count))
+        dropped.append(_dropped_rows(batch.filter(mask), reason[mask], detail[mask]))
+        return batch.filter(~mask)
+
     with storage.TableWriter(output, SCORED_DOCUMENTS) as writer:
         for uri in inputs:
             table = storage.read_table(uri)
@@ -51,23 +80,19 @@ def filter_shard(inputs: list[str], output: str, cfg: BuildConfig, duplicates: s
             for batch in table.select(DOCUMENTS.names).to_batches(max_chunksize=_BATCH_ROWS):
                 batch = pa.Table.from_batches([batch])
                 stats.rows_in += batch.num_rows
-                is_dup = pc.is_in(batch["doc_id"], value_set=dup_ids).to_numpy(zero_copy_only=False)
+                taken_down = blocked_mask(batch, blocklist)
+                n = batch.num_rows
+                batch = remove(batch, taken_down, np.full(n, "takedown", object), np.full(n, "on the takedown blocklist", object))
+                index = pc.index_in(batch["doc_id"], value_set=removal_ids)
+                is_dup = pc.is_valid(index).to_numpy(zero_copy_only=False)
                 if is_dup.any():
-                    n_dup = int(is_dup.sum())
-                    dropped.append(
-                        _dropped_rows(
-                            batch.filter(is_dup), np.full(n_dup, "dup_exact", object), np.full(n_dup, "exact duplicate", object)
-                        )
-                    )
-                    stats.drop("dup_exact", n_dup)
-                    batch = batch.filter(~is_dup)
+                    reason = removals["reason"].take(index.fill_null(0)).to_numpy(zero_copy_only=False).astype(object)
+                    detail = removals["detail"].take(index.fill_null(0)).to_numpy(zero_copy_only=False).astype(object)
+                    batch = remove(batch, is_dup, reason, detail)
                 signals = heuristic_signals(batch["text"], cfg.heuristics.toxic_words)
                 reason, detail = drop_reasons(signals, cfg.heuristics)
                 keep = reason == ""
-                for name, count in zip(*np.unique(reason[~keep], return_counts=True), strict=True):
-                    stats.drop(str(name), int(count))
-                if (~keep).any():
-                    dropped.append(_dropped_rows(batch.filter(~keep), reason[~keep], detail[~keep]))
+                remove(batch, ~keep, reason, detail)
                 scored = batch.drop_columns(["n_words"])
                 for field in SCORED_DOCUMENTS:
                     if field.name not in scored.column_names:

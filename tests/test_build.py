@@ -118,3 +118,20 @@ def test_build_publishes_to_s3_and_reads_back_with_boto3(s3_bucket, build_config
     assert total == manifest["rows"] == summary["rows"] > 100
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="work/2026-W47/")["Contents"]}
     assert "work/2026-W47/config.yaml" in keys and "work/2026-W47/gate/report.json" in keys
+
+
+def test_blocklisted_documents_are_dropped_as_takedown(build_config):
+    from curation.takedown import add_to_blocklist
+
+    cfg = build_config(build_id="td-1")
+    run_build(cfg)
+    published = pq.read_table(Path(layout.release_uri(cfg, "td-1")) / "data")
+    urls, hashes = published["url"].to_pylist()[:3], published["text_hash"].to_pylist()[3:5]
+    assert add_to_blocklist(cfg, "url", urls, ticket="DMCA-1") == 3
+    assert add_to_blocklist(cfg, "url", urls, ticket="DMCA-1") == 0  # already there
+    assert add_to_blocklist(cfg, "text_hash", hashes, ticket="DMCA-2") == 2
+    summary = run_build(build_config(build_id="td-2"))
+    assert summary["funnel"]["filter"]["dropped"]["takedown"] >= 5
+    again = pq.read_table(Path(layout.release_uri(cfg, "td-2")) / "data")
+    assert not set(urls) & set(again["url"].to_pylist())
+    assert not set(hashes) & set(again["text_hash"].to_pylist())
