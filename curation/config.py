@@ -16,19 +16,76 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curation.errors import ConfigError
+from curation.models import ModelRef
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ImageCandidatesConfig(_Section):
+    """Image-text candidates taken from <img> tags at ingest (DataComp-style basic caption rules)."""
+
+    enabled: bool = True
+    # DataComp "basic": captions of more than 2 words and more than 5 characters.
+    min_caption_words: int = Field(3, ge=0)
+    min_caption_chars: int = Field(6, ge=0)
+    max_caption_chars: int = Field(1000, gt=0)
+    # Caption languages to keep, by the ingest language id (DataComp: English by fastText); empty keeps all.
+    caption_languages: list[str] = []
+    min_caption_language_score: float = Field(0.0, ge=0.0, le=1.0)
+    max_per_page: int = Field(100, gt=0)
+
+
+class FetchConfig(_Section):
+    """The fetch_images stage (img2dataset-like): politeness, limits and the image rules."""
+
+    concurrency: int = Field(64, gt=0)
+    per_host_concurrency: int = Field(4, gt=0)
+    per_host_rate: float = Field(10.0, gt=0, description="requests per second per host")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(20.0, gt=0, description="one request, headers and body")
+    max_bytes: int = Field(10_000_000, gt=0)
+    max_redirects: int = Field(3, ge=0)
+    retries: int = Field(2, ge=0, description="extra attempts on timeouts, connection errors, 429 and 5xx")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles per attempt, plus jitter")
+    user_agent: str = "curation-image-fetcher/1.0"
+    # DataComp basic rules: shorter side >= 200 px, aspect ratio <= 3.
+    min_image_size: int = Field(200, ge=0)
+    max_aspect_ratio: float = Field(3.0, ge=1.0)
+    # Decompression-bomb guard, checked from the image header before any pixel is decoded.
+    max_pixels: int = Field(89_478_485, gt=0)
+    resize_max_side: int | None = Field(None, gt=0)
+    resize_format: Literal["jpeg", "webp", "png"] = "jpeg"
+    resize_quality: int = Field(90, ge=1, le=100)
+    batch_rows: int = Field(2000, gt=0)
+    # Loopback / private / link-local / reserved addresses are refused; True only in tests.
+    allow_private_addresses: bool = False
+
+
 class IngestConfig(_Section):
-    extractor: Literal["resiliparse"] = "resiliparse"
+    extractor: Literal["resiliparse", "trafilatura"] = "resiliparse"
+    # auto: by file name (.warc[.gz], .wet[.gz], .jsonl[.gz|.zst], .parquet), else by sniffing the bytes.
+    format: Literal["auto", "warc", "wet", "jsonl", "parquet"] = "auto"
     # Pages above this many bytes are dropped as `too_large` before parsing (hostile input).
     max_record_bytes: int = Field(2_000_000, gt=0)
-    # Languages to keep, by resiliparse's bundled detector; empty keeps every language.
+    # Language id: None = resiliparse's bundled detector (offline). Or a fastText model, e.g. lid.176
+    # (https://dl.fbaipublicfiles.com/fasttext/supervised-models/lid.176.bin) or GlotLID
+    # (hf-hub:cis-lmu/glotlid/model.bin); codes are mapped to ISO 639-1 where one exists.
+    language_id: ModelRef | None = None
+    # Languages to keep; empty keeps every language. DCLM keeps en with fastText score >= 0.65.
     languages: list[str] = ["en"]
     min_language_score: float = Field(0.0, ge=0.0, le=1.0)
+    # Trial builds: share of records kept (deterministic by record id; the rest count as `sampled_out`)
+    # and share of input files kept when resolving inputs (deterministic by file name).
+    sample_rate: float = Field(1.0, gt=0.0, le=1.0)
+    shard_sample_rate: float = Field(1.0, gt=0.0, le=1.0)
+    # Common Crawl: path listings (warc.paths.gz, wet.paths.gz) name files relative to this base.
+    cc_base: str = "s3://commoncrawl/"
+    # Public buckets read with unsigned requests (no credentials needed or sent).
+    unsigned_s3_buckets: list[str] = ["commoncrawl"]
+    images: ImageCandidatesConfig = ImageCandidatesConfig()
+    fetch: FetchConfig = FetchConfig()
 
 
 class HeuristicsConfig(_Section):
@@ -49,6 +106,86 @@ class HeuristicsConfig(_Section):
     # C4-style lexicon: a document with more hits than this is dropped as `toxicity`.
     toxic_words: list[str] = ["fuck", "shit", "bastard", "asshole", "bitch"]
     max_toxic_words: int = 0
+    # Per-language lexicons (ISO 639-1 -> words) used instead of `toxic_words` for documents in that
+    # language, e.g. LDNOOBW's lists as C4 used them; single words, matched case- and punctuation-insensitively.
+    toxic_words_by_language: dict[str, list[str]] = {}
+    # The thresholds below are datatrove's published defaults; None switches a rule off.
+    # Gopher repetition (Rae et al. 2021, table A1; datatrove GopherRepetitionFilter).
+    max_dup_para_ratio: float | None = 0.3
+    max_dup_para_char_ratio: float | None = 0.2
+    max_top_3gram_char_ratio: float | None = 0.18
+    max_top_4gram_char_ratio: float | None = 0.16
+    max_dup_5gram_char_ratio: float | None = 0.15
+    max_dup_6gram_char_ratio: float | None = 0.14
+    max_dup_7gram_char_ratio: float | None = 0.13
+    max_dup_8gram_char_ratio: float | None = 0.12
+    max_dup_9gram_char_ratio: float | None = 0.11
+    max_dup_10gram_char_ratio: float | None = 0.10
+    # C4 (Raffel et al. 2020; datatrove C4QualityFilter): whole-document rules.
+    c4_min_sentences: int | None = 5
+    c4_drop_lorem_ipsum: bool = True
+    c4_drop_curly_bracket: bool = True
+    # FineWeb (Penedo et al. 2024; datatrove FineWebQualityFilter).
+    fineweb_min_line_punct_ratio: float | None = 0.12
+    fineweb_max_short_line_ratio: float | None = 0.67
+    fineweb_max_dup_line_char_ratio: float | None = 0.01
+    fineweb_max_list_ratio: float | None = 0.3
+
+
+Severity = Literal["critical", "warning"]
+
+
+class RatioBand(_Section):
+    """Allowed range of a ratio in [0, 1], e.g. the share of rows a stage keeps."""
+
+    min: float = Field(0.0, ge=0.0, le=1.0)
+    max: float = Field(1.0, ge=0.0, le=1.0)
+
+
+class DriftConfig(_Section):
+    """Build-over-build drift against the release LATEST points at (skipped when there is none)."""
+
+    enabled: bool = True
+    max_kept_rows_change: float = Field(0.5, ge=0.0)  # |kept - previous| / previous
+    max_language_mix_shift: float = Field(0.05, ge=0.0, le=1.0)  # total variation distance of language shares
+    max_score_mean_shift: float = Field(0.5, ge=0.0)  # |mean - previous mean| / pooled std, per score column
+    max_toxicity_rate_change: float = Field(0.05, ge=0.0, le=1.0)  # absolute
+    max_dedup_ratio_change: float = Field(0.1, ge=0.0, le=1.0)  # absolute
+
+
+class NotifyConfig(_Section):
+    """Who hears about a gate outcome. Secrets (webhook tokens, SMTP passwords) come from env vars named here."""
+
+    enabled: bool = True  # False when the Airflow notifier (dags/notifiers.py) sends instead
+    on: list[Literal["failed", "overridden", "warning"]] = ["failed", "overridden", "warning"]
+    log: bool = True
+    webhook_url: str | None = None
+    webhook_url_env: str | None = None  # e.g. a Slack incoming-webhook URL kept in the environment
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    email_to: list[str] = []
+    email_from: str = "curation@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, gt=0)
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = Field(10.0, gt=0)
+    smtp_user_env: str | None = None
+    smtp_password_env: str | None = None
+
+
+class MetricsConfig(_Section):
+    """Gate gauges (pass/fail, kept ratios) to StatsD over UDP and/or the OpenTelemetry meter provider."""
+
+    statsd_host: str | None = None
+    statsd_port: int = Field(8125, gt=0)
+    prefix: str = "curation"
+    otel: bool = True  # no-op unless the process configured an OpenTelemetry MeterProvider
+
+
+class GateOverride(_Section):
+    """Publish despite failed critical checks. Takes effect only with a non-empty reason; recorded in the manifest."""
+
+    reason: str = ""
+    by: str | None = None
 
 
 class GateConfig(_Section):
@@ -56,13 +193,95 @@ class GateConfig(_Section):
     min_rows: int = 1
     max_rows: int = 10_000_000_000
     min_words: int = 1
+    min_text_chars: int = Field(1, ge=0)
+    max_text_chars: int = Field(10_000_000, gt=0)
     # Languages the published table may hold; None means the ingest allowlist.
     languages: list[str] | None = None
+    # Kept share per stage (rows_out / rows_in): the lower bound catches a stage removing almost everything.
+    stage_kept_ratio: RatioBand = RatioBand(min=0.05)
+    stage_kept_ratio_by_stage: dict[str, RatioBand] = {}
+    # End to end, per input file (records read -> documents kept) and per domain (extracted -> kept).
+    source_kept_ratio: RatioBand = RatioBand(min=0.05)
+    domain_kept_ratio: RatioBand = RatioBand(min=0.05)
+    domain_kept_ratio_by_domain: dict[str, RatioBand] = {}
+    domain_min_documents: int = Field(20, ge=1)  # smaller domains are too noisy for the default band
+    # Shares of the extracted documents removed as duplicates (reasons dup_*) / as toxic (reason toxicity).
+    max_dedup_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    max_toxicity_rate: float = Field(0.25, ge=0.0, le=1.0)
+    drift: DriftConfig = DriftConfig()
+    # Numeric columns profiled (mean, histogram) and drift-checked; None: every numeric column but offsets.
+    score_columns: list[str] | None = None
+    histogram_bins: int = Field(20, ge=2, le=200)
+    validation_batch_rows: int = Field(250_000, gt=0)  # GX validates at most this many rows at a time
+    # Severity per check kind (e.g. "drift.kept_rows") or per full check name; overrides the defaults.
+    severity: dict[str, Severity] = {}
+    notify: NotifyConfig = NotifyConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    override: GateOverride | None = None
 
 
 class PublishConfig(_Section):
     enabled: bool = True
     corpus: str = "web-en"
+
+
+class ClipConfig(_Section):
+    """CLIP scoring of image-text pairs with open_clip (curation/scoring/clip.py).
+
+    The model is one of: an open_clip architecture + pretrained tag (`ViT-B-32` /
+    `laion2b_s34b_b79k`, the LAION-style 0.28 cosine threshold); an `hf-hub:` id
+    (`hf-hub:apple/DFN2B-CLIP-ViT-L-14`, `hf-hub:laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K`);
+    or `checkpoint`, a local / s3:// file checked against its sha256 (what
+    `curation train-filter-network` writes; a plain open_clip state dict takes its
+    architecture from `model`).
+    """
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    checkpoint: ModelRef | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Autocast dtype on CUDA; CPU always computes in fp32.
+    precision: Literal["fp32", "fp16", "bf16"] = "bf16"
+    batch_size: int = Field(256, gt=0)
+    # Threads decoding the next batches while the model runs the current one (0: decode inline).
+    decode_workers: int = Field(4, ge=0)
+    # Images with more pixels (read from the header, before decoding) are dropped as image_too_large.
+    max_image_pixels: int = Field(89_478_485, gt=0)
+    # Decode JPEGs at a reduced DCT scale when they are >= 2x the model input (much faster, tiny score change).
+    jpeg_draft: bool = True
+    # Head on CLIP image embeddings that gives nsfw_score (scoring/image_safety.py); None: no score.
+    nsfw_head: ModelRef | None = None
+
+
+class DedupConfig(_Section):
+    """Exact, URL, MinHash LSH near-duplicate, cross-build and image dedup (curation/dedup/).
+
+    MinHash defaults are FineWeb's: word 5-grams, 14 bands x 8 rows, 64-bit hashes.
+    """
+
+    exact: bool = True
+    url: bool = True
+    near: bool = True
+    ngram: int = Field(5, ge=1)
+    bands: int = Field(14, ge=1)
+    rows_per_band: int = Field(8, ge=1)
+    hash_bits: Literal[32, 64] = 64
+    seed: int = Field(1, ge=0)
+    # Documents in one LSH bucket count as near-duplicates only if their Jaccard similarity,
+    # estimated from the whole signature, reaches this. None: every bucket collision (FineWeb).
+    threshold: float | None = Field(0.8, gt=0.0, le=1.0)
+    # Hash partitions per band: one mapped task per (band, partition) holds 1/partitions of a band.
+    band_partitions: int = Field(1, ge=1)
+    # Drop documents that near-duplicate anything already published ({state_root}/dedup-index).
+    cross_build: bool = True
+    # Image-text pairs: images above this many pixels are not decoded (decompression bombs).
+    image_max_pixels: int = Field(89_478_485, gt=0)
+    # Perceptual hashes (64-bit imagehash.phash) within this Hamming distance are duplicates.
+    image_phash_distance: int = Field(4, ge=0, le=16)
+    # SemDeDup on CLIP image embeddings: k-means, then drop neighbours with cosine > 1 - eps in a cluster.
+    semdedup: bool = False
+    semdedup_eps: float = Field(0.05, gt=0.0, lt=1.0)
+    semdedup_clusters: int = Field(100, ge=1)
 
 
 class BuildConfig(_Section):
@@ -76,6 +295,8 @@ class BuildConfig(_Section):
     heuristics: HeuristicsConfig = HeuristicsConfig()
     gate: GateConfig = GateConfig()
     publish: PublishConfig = PublishConfig()
+    clip: ClipConfig = ClipConfig()
+    dedup: DedupConfig = DedupConfig()
 
     @field_validator("build_id")
     @classmethod

@@ -12,6 +12,8 @@ process: no files, no network, no progress bars, and GX's INFO logging silenced.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import math
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ExpectationOutcome",
     "MissingSuiteParameterError",
+    "ShardedValidation",
     "SuiteError",
     "load_suite",
     "validate_table",
@@ -319,3 +322,249 @@ def _jsonable(value: Any) -> Any:
     except (TypeError, ValueError, ImportError):
         pass
     return str(value)
+
+
+# --- sharded validation ----------------------------------------------------------------------
+
+# Expectations whose verdict on a table is the conjunction of their verdicts on its parts: they
+# run per shard (memory bounded by one shard) and their outcomes are merged.
+_PER_SHARD_PREFIXES = (
+    "expect_column_values_to_",
+    "expect_column_value_lengths_",
+    "expect_column_pair_values_",
+    "expect_multicolumn_sum_values_",
+    "expect_select_column_values_to_be_unique_within_record",
+    "expect_column_to_exist",
+    "expect_table_columns_to_match",
+    "expect_table_column_count_",
+)
+# ... except these, which need the whole table (uniqueness, global statistics, order across shards).
+_WHOLE_TABLE = {
+    "expect_column_values_to_be_unique",
+    "expect_column_value_z_scores_to_be_less_than",
+    "expect_column_values_to_be_increasing",
+    "expect_column_values_to_be_decreasing",
+}
+_ROW_COUNT = {"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"}
+_UNIQUE = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"}
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_COLUMN_LIST_KWARGS = ("column_list",)
+
+
+def is_per_shard(expectation_type: str) -> bool:
+    """True when the expectation can be validated shard by shard and the outcomes merged."""
+    return expectation_type.startswith(_PER_SHARD_PREFIXES) and expectation_type not in _WHOLE_TABLE
+
+
+class ShardedValidation:
+    """Validate a table that arrives in parts (shards, or batches of a shard) against one suite.
+
+    Per-part expectations (column maps, column sets) run through GX on each part as it comes and
+    their outcomes are merged (unexpected counts summed, the first failing values kept, failing
+    parts named). Whole-table expectations are evaluated once at the end over what they need only:
+    the row count (GX on an index-only frame), uniqueness with pyarrow on the key columns across
+    every part, and anything else through GX on the concatenation of the columns it references.
+    Memory: one part plus the referenced key columns, never the whole table.
+    """
+
+    def __init__(self, suite_path: str | os.PathLike, parameters: dict | None = None):
+        self.suite_path = suite_path
+        self.parameters = dict(parameters or {})
+        self.suite = load_suite(suite_path, self.parameters)  # fail fast on a bad suite or a missing parameter
+        self._per_part: list[int] = []
+        self._whole: list[int] = []
+        for i, expectation in enumerate(self.suite.expectations):
+            expectation.id = f"{self.suite.name}#{i}"
+            (self._per_part if is_per_shard(expectation.configuration.type) else self._whole).append(i)
+        self._key_columns = sorted({c for i in self._whole for c in _referenced_columns(self._config(i))})
+        self._keys: dict[str, list] = {c: [] for c in self._key_columns}
+        self._key_errors: dict[str, str] = {}
+        self._parts: dict[int, list[tuple[str, ExpectationOutcome]]] = {i: [] for i in self._per_part}
+        self._subsuites: dict[tuple[int, ...], Any] = {}
+        self.rows = 0
+        self.labels: list[str] = []
+
+    def add(self, table: pyarrow.Table, label: str) -> None:
+        """Validate one part; `label` (e.g. the shard file name) names it in failure details."""
+        self.rows += table.num_rows
+        self.labels.append(label)
+        for column in self._key_columns:
+            if column in table.column_names:
+                self._keys[column].append(table[column])
+            else:
+                self._key_errors.setdefault(column, f"column {column!r} does not exist in {label}")
+        if not self._per_part:
+            return
+        outcomes = self._run_gx(table.to_pandas(), self._per_part)
+        for i, outcome in zip(self._per_part, outcomes, strict=True):
+            self._parts[i].append((label, outcome))
+
+    def finish(self) -> list[ExpectationOutcome]:
+        """One outcome per expectation, in suite order."""
+        whole = self._whole_table_outcomes()
+        out = []
+        for i in range(len(self.suite.expectations)):
+            out.append(whole[i] if i in whole else _merge_parts(self._parts[i], self._empty_outcome(i)))
+        return out
+
+    # -- internals
+
+    def _config(self, i: int):
+        return self.suite.expectations[i].configuration
+
+    def _run_gx(self, df, indexes: list[int]) -> list[ExpectationOutcome]:
+        gx = _gx()
+        from great_expectations.exceptions import SuiteParameterError
+
+        key = tuple(indexes)
+        if key not in self._subsuites:
+            # GX refuses an Expectation that already belongs to a suite: use copies, with the same ids.
+            part = gx.ExpectationSuite(name=self.suite.name, expectations=[copy.copy(self.suite.expectations[i]) for i in indexes])
+            for expectation, i in zip(part.expectations, indexes, strict=True):
+                expectation.id = self.suite.expectations[i].id
+            self._subsuites[key] = part
+        part = self._subsuites[key]
+        with _lock:
+            batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
+            try:
+                result = batch.validate(part, result_format=_RESULT_FORMAT, expectation_parameters=self.parameters)
+            except SuiteParameterError as exc:
+                raise SuiteError(f"{self.suite_path}: {exc}") from exc
+        by_id = {r.expectation_config.id: r for r in result.results}
+        return [_outcome(self.suite.name, self.suite.expectations[i], by_id.get(self.suite.expectations[i].id)) for i in indexes]
+
+    def _empty_outcome(self, i: int) -> ExpectationOutcome:
+        # No part at all: nothing was checked, which is never a pass.
+        return self._native(i, False, {"error": "no data to validate (no shards)"})
+
+    def _native(self, i: int, success: bool, observed: dict) -> ExpectationOutcome:
+        config = self._config(i)
+        kwargs = _fill_parameters(dict(config.kwargs), self.parameters)
+        return ExpectationOutcome(
+            suite=self.suite.name,
+            expectation=config.type,
+            column=kwargs.get("column"),
+            success=success,
+            observed=_jsonable(observed),
+            expected=_jsonable(kwargs),
+            severity=(config.meta or {}).get("severity", DEFAULT_SEVERITY),
+        )
+
+    def _whole_table_outcomes(self) -> dict[int, ExpectationOutcome]:
+        import pandas as pd
+
+        out: dict[int, ExpectationOutcome] = {}
+        via_gx: list[int] = []
+        for i in self._whole:
+            config = self._config(i)
+            columns = _referenced_columns(config)
+            missing = [self._key_errors[c] for c in columns if c in self._key_errors]
+            if missing:
+                out[i] = self._native(i, False, {"error": "; ".join(missing)})
+            elif config.type in _ROW_COUNT:
+                # GX itself on a frame with the right length and no columns: real semantics, no memory.
+                (out[i],) = self._run_gx(pd.DataFrame(index=pd.RangeIndex(self.rows)), [i])
+            elif config.type in _UNIQUE:
+                out[i] = self._native(i, *_unique_outcome(self._keys, columns, config.kwargs))
+            else:
+                via_gx.append(i)
+        if via_gx:
+            frame = self._key_frame()
+            for i, outcome in zip(via_gx, self._run_gx(frame, via_gx), strict=True):
+                out[i] = outcome
+        return out
+
+    def _key_frame(self):
+        """The referenced columns of every part, concatenated (the only whole-table data GX sees)."""
+        import pandas as pd
+        import pyarrow as pa
+
+        if not self._keys:
+            return pd.DataFrame(index=pd.RangeIndex(self.rows))
+        return pa.table({column: _concat(chunks) for column, chunks in self._keys.items()}).to_pandas()
+
+
+def _referenced_columns(config) -> list[str]:
+    kwargs = config.kwargs
+    columns = [kwargs[k] for k in _COLUMN_KWARGS if isinstance(kwargs.get(k), str)]
+    for key in _COLUMN_LIST_KWARGS:
+        if isinstance(kwargs.get(key), list):
+            columns += [c for c in kwargs[key] if isinstance(c, str)]
+    return columns
+
+
+def _fill_parameters(kwargs: dict, parameters: dict) -> dict:
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and _PARAM_KEY in value and value[_PARAM_KEY] in parameters:
+            kwargs[key] = parameters[value[_PARAM_KEY]]
+    return kwargs
+
+
+def _concat(chunks: list):
+    """One chunked array from per-part columns; parts of a different type are cast to the first one."""
+    import pyarrow as pa
+
+    if not chunks:
+        return pa.chunked_array([], pa.null())
+    first = chunks[0].type
+    return pa.chunked_array([c.cast(first) if c.type != first else c for c in chunks], first)
+
+
+def _unique_outcome(keys: dict[str, list], columns: list[str], kwargs: dict) -> tuple[bool, dict]:
+    """GX-shaped outcome of a (compound) uniqueness check over every part, computed with pyarrow.
+
+    Like GX: rows whose value is null (for a compound key: null in any key column) are ignored
+    and unexpected_count counts every row whose value occurs more than once.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        table = pa.table({c: _concat(keys[c]) for c in columns})
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        return False, {"error": f"cannot combine {columns} across shards: {exc}"}
+    element_count = table.num_rows
+    table = table.drop_null()
+    counts = table.group_by(columns).aggregate([([], "count_all")])
+    dupes = counts.filter(pc.greater(counts["count_all"], 1))
+    unexpected = int(pc.sum(dupes["count_all"]).as_py() or 0)
+    partial: list = []
+    for row in dupes.slice(0, PARTIAL_UNEXPECTED).to_pylist():
+        value = row[columns[0]] if len(columns) == 1 else {c: row[c] for c in columns}
+        partial += [value] * min(row["count_all"], PARTIAL_UNEXPECTED - len(partial))
+    nonnull = table.num_rows
+    observed = {
+        "element_count": element_count,
+        "unexpected_count": unexpected,
+        "unexpected_percent": 100.0 * unexpected / nonnull if nonnull else 0.0,
+        "partial_unexpected_list": partial[:PARTIAL_UNEXPECTED],
+    }
+    mostly = kwargs.get("mostly")
+    success = unexpected == 0 if not mostly else (nonnull == 0 or (nonnull - unexpected) / nonnull >= mostly)
+    return success, observed
+
+
+def _merge_parts(parts: list[tuple[str, ExpectationOutcome]], empty: ExpectationOutcome) -> ExpectationOutcome:
+    """Outcomes of one per-part expectation on every part -> its outcome on the whole table."""
+    if not parts:
+        return empty
+    failed = [(label, o) for label, o in parts if not o.success]
+    first = (failed or parts)[0][1]
+    observed = dict(first.observed) if isinstance(first.observed, dict) else {"observed_value": first.observed}
+    counted = [o.observed for _, o in parts if isinstance(o.observed, dict) and "element_count" in o.observed]
+    if counted and "error" not in observed:
+        elements = sum(o.get("element_count") or 0 for o in counted)
+        unexpected = sum(o.get("unexpected_count") or 0 for o in counted)
+        observed["element_count"] = elements
+        observed["unexpected_count"] = unexpected
+        # GX's percent is of the non-null values; summed over parts, of all rows is the honest merge.
+        observed["unexpected_percent"] = 100.0 * unexpected / elements if elements else 0.0
+        partial: list = []
+        for o in counted:
+            partial += list(o.get("partial_unexpected_list") or [])
+        observed["partial_unexpected_list"] = partial[:PARTIAL_UNEXPECTED]
+    if failed:
+        observed["failed_shards"] = [label for label, _ in failed][:PARTIAL_UNEXPECTED]
+        observed["failed_shard_count"] = len(failed)
+    observed["shards"] = len(parts)
+    return dataclasses.replace(first, success=not failed, observed=observed)

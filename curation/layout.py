@@ -30,7 +30,8 @@ def shard_uri(cfg: BuildConfig, build_id: str, stage: str, shard: str) -> str:
 def stage_outputs(cfg: BuildConfig, build_id: str, stage: str) -> list[str]:
     """The shard files a stage wrote for a build (not its dropped/ tables), sorted."""
     folder = storage.join(cfg.work_root, build_id, stage)
-    return [uri for uri in storage.list_files(folder, ".parquet") if "/dropped/" not in uri[len(folder) :]]
+    side_tables = ("/dropped/", "/pairs/")  # audit rows and image-text candidates live beside the shards
+    return [uri for uri in storage.list_files(folder, ".parquet") if not any(s in uri[len(folder) :] for s in side_tables)]
 
 
 def stats_uri(output: str) -> str:
@@ -40,6 +41,17 @@ def stats_uri(output: str) -> str:
 def dropped_uri(output: str) -> str:
     parent, _, shard = output.rpartition("/")
     return f"{parent}/dropped/{shard}"
+
+
+def pairs_uri(output: str) -> str:
+    """The image-text candidates of a documents shard: {stage}/pairs/{shard}.parquet."""
+    parent, _, shard = output.rpartition("/")
+    return f"{parent}/pairs/{shard}"
+
+
+def fetch_report_uri(output: str) -> str:
+    """Per-shard fetch_images report (success rate, counts by status, bytes) beside the shard."""
+    return output.removesuffix(".parquet") + ".fetch.json"
 
 
 def config_uri(cfg: BuildConfig, build_id: str) -> str:

@@ -4,6 +4,7 @@ same steps as tasks (per-shard ones mapped), passing only URIs and small stats b
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -26,9 +27,23 @@ class Shard:
     inputs: list[str]
 
 
-def prepare(cfg: BuildConfig, build_id: str) -> tuple[str, list[Shard]]:
+def input_patterns(patterns: list[str], build_id: str, interval: tuple[dt.datetime, dt.datetime] | None) -> list[str]:
+    """Fill `{build_id}`, `{start}` and `{end}` (ISO dates of the data interval) in input patterns."""
+    start, end = interval or (None, None)
+    values = {
+        "build_id": build_id,
+        "start": start.date().isoformat() if start else "",
+        "end": end.date().isoformat() if end else "",
+    }
+    try:
+        return [p.format_map(values) for p in patterns]
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"input pattern uses an unknown placeholder {exc}; known: {sorted(values)}") from exc
+
+
+def prepare(cfg: BuildConfig, build_id: str, interval: tuple[dt.datetime, dt.datetime] | None = None) -> tuple[str, list[Shard]]:
     """Resolve the inputs into shards (one input file each) and write the build's config."""
-    inputs = storage.expand_inputs(cfg.inputs)
+    inputs = storage.expand_inputs(input_patterns(cfg.inputs, build_id, interval))
     if not inputs:
         raise ConfigError(f"no input files match {cfg.inputs!r}; set `inputs` to WARC files, globs or prefixes")
     if cfg.shard_limit:

@@ -5,10 +5,16 @@ Turns the week's crawl into a curated corpus release:
 `prepare -> ingest (mapped per shard batch) -> dedup plan -> filter (mapped) -> gate -> publish`.
 
 * **Schedule**: Mondays 03:00 UTC; each run covers the previous week (its data interval) and
-  its `build_id` is that week's ISO week (e.g. `2026-W48`) unless the trigger form sets one.
+  its `build_id` is that week's ISO week (e.g. `2026-W47`) unless the trigger form sets one.
+  Input patterns may name the week: `s3://crawl/{build_id}/*.warc.gz`, `{start}` / `{end}`
+  (ISO dates of the data interval), so a backfill run reads the crawl of its own week.
 * **Trigger form**: inputs, shard limit, publish on/off (off = dry run), config overrides.
-* **Gate**: a failed critical check fails the run (no retries) and nothing is published; the
-  log names every failed check and the gate report's URI.
+* **Retries**: transient storage/network errors retry with exponential backoff; config errors,
+  unreadable inputs and gate failures fail at once (no retries).
+* **Gate**: a failed critical check fails the run and nothing is published; the task log names
+  every failed check and the gate report's URI.
+* **On publish**: an event on the asset `corpus/<corpus>` whose extra holds the manifest URI,
+  so training DAGs can be scheduled on new releases.
 
 Every task is a thin wrapper around `curation.pipeline`; heavy imports happen inside tasks.
 """
@@ -18,14 +24,41 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    CronDataIntervalTimetable,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    dag,
+    get_current_context,
+    task,
+)
+from airflow.sdk.exceptions import AirflowSkipException
+
+CORPUS_ALIAS = AssetAlias("curated-corpus")
+
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(exception="curation.errors.TransientError", action=RetryAction.RETRY, reason="transient storage/network error"),
+        RetryRule(
+            exception=["curation.errors.ConfigError", "curation.errors.BadInputError", "curation.errors.GateFailure"],
+            action=RetryAction.FAIL,
+            reason="deterministic failure: a retry cannot fix it",
+        ),
+    ]
+)
 
 DEFAULT_ARGS = {
     "owner": "data-platform",
-    "retries": 2,
-    "retry_delay": dt.timedelta(minutes=1),
-    "retry_exponential_backoff": True,
+    "retries": 3,
+    # First retry delay, doubled each time; tests shorten it through the environment.
+    "retry_delay": dt.timedelta(seconds=float(os.environ.get("CURATION_RETRY_DELAY_SECONDS", "30"))),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": dt.timedelta(minutes=30),
+    "retry_policy": RETRY_POLICY,
     "execution_timeout": dt.timedelta(hours=6),
 }
 
@@ -33,32 +66,13 @@ DEFAULT_ARGS = {
 def _build_config(params: dict):
     """The run's BuildConfig: YAML (Param or $CURATION_CONFIG) < overrides < trigger-form fields."""
     from curation.config import load_config
-    from curation.errors import ConfigError
 
     overrides = dict(params.get("overrides") or {})
     for key in ("inputs", "shard_limit", "build_id"):
         if params.get(key) not in (None, [], ""):
             overrides[key] = params[key]
     overrides.setdefault("publish", {})["enabled"] = bool(params.get("publish", True))
-    try:
-        return load_config(params.get("config_path") or os.environ.get("CURATION_CONFIG"), overrides)
-    except ConfigError as exc:
-        raise AirflowFailException(str(exc)) from exc  # a config error never improves with retries
-
-
-def _fail_fast(fn):
-    """Run a library call; a deterministic library error fails the task at once (no retries).
-
-    Transient errors (and anything unexpected) propagate unchanged, so the task's retries apply.
-    """
-    from curation.errors import CurationError
-
-    try:
-        return fn()
-    except CurationError as exc:
-        if exc.retryable:
-            raise
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    return load_config(params.get("config_path") or os.environ.get("CURATION_CONFIG"), overrides)
 
 
 def _flatten(batches) -> list[str]:
@@ -75,22 +89,28 @@ def _flatten(batches) -> list[str]:
     tags=["curation", "corpus"],
     doc_md=__doc__,
     params={
-        "config_path": Param(
-            None, type=["null", "string"], title="Config file", description="YAML build config; defaults to $CURATION_CONFIG"
-        ),
         "inputs": Param(
             [],
             type="array",
             items={"type": "string"},
             title="Inputs",
-            description="WARC files, globs or prefixes/ (empty: from the config)",
+            description="WARC files, globs or prefixes/; may use {build_id}, {start}, {end}. Empty: from the config.",
+            section="Inputs",
         ),
         "shard_limit": Param(
             None,
             type=["null", "integer"],
             minimum=1,
             title="Shard limit",
-            description="use only the first N input files (trial builds)",
+            description="use only the first N input files",
+            section="Inputs",
+        ),
+        "config_path": Param(
+            None,
+            type=["null", "string"],
+            title="Config file",
+            description="YAML build config; defaults to $CURATION_CONFIG",
+            section="Build",
         ),
         "build_id": Param(
             None,
@@ -98,15 +118,22 @@ def _flatten(batches) -> list[str]:
             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
             title="Build id",
             description="defaults to the ISO week of the data interval",
+            section="Build",
         ),
-        "publish": Param(True, type="boolean", title="Publish", description="off = dry run: everything but the release"),
         "overrides": Param(
-            {}, type="object", title="Config overrides", description='nested, e.g. {"heuristics": {"min_words": 30}}'
+            {},
+            type="object",
+            title="Config overrides",
+            description='nested, e.g. {"heuristics": {"min_words": 30}, "gate": {"min_rows": 1000}}',
+            section="Thresholds",
+        ),
+        "publish": Param(
+            True, type="boolean", title="Publish", description="off = dry run: everything but the release", section="Publish"
         ),
     },
 )
 def corpus_build():
-    @task(retries=0)
+    @task
     def prepare() -> dict:
         from airflow.sdk import conf
 
@@ -115,9 +142,11 @@ def corpus_build():
 
         context = get_current_context()
         cfg = _build_config(context["params"])
-        start = context.get("data_interval_start") or context["dag_run"].run_after
-        build_id = cfg.build_id or iso_week_id(start.date())
-        config_uri, shards = prepare_build(cfg, build_id)
+        run = context["dag_run"]
+        start = context.get("data_interval_start")
+        end = context.get("data_interval_end")
+        build_id = cfg.build_id or iso_week_id((start or run.run_after).date())
+        config_uri, shards = prepare_build(cfg, build_id, interval=(start, end) if start and end else None)
         # One mapped task per batch of shards, never more than [core] max_map_length of them.
         max_len = conf.getint("core", "max_map_length", fallback=1024)
         per_batch = -(-len(shards) // max_len)
@@ -128,47 +157,48 @@ def corpus_build():
     def shard_batches(build: dict) -> list:
         return build["batches"]
 
-    @task(map_index_template="{{ task.op_kwargs['batch'][0][0] }}")
+    @task(map_index_template="{{ shard_names }}")
     def ingest(batch: list, build: dict) -> list[str]:
         from curation.pipeline import Shard, load_build_config, run_ingest
 
+        get_current_context()["shard_names"] = ",".join(name for name, _ in batch)
         cfg = load_build_config(build["config_uri"])
-        return [_fail_fast(lambda n=name, i=inputs: run_ingest(cfg, build["build_id"], Shard(n, i))) for name, inputs in batch]
+        return [run_ingest(cfg, build["build_id"], Shard(name, inputs)) for name, inputs in batch]
 
     @task
     def dedup(ingested: list, build: dict) -> str:
         from curation.pipeline import load_build_config, run_dedup
 
-        return _fail_fast(lambda: run_dedup(load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested)))
+        return run_dedup(load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested))
 
-    @task
+    @task(map_index_template="{{ shard_names }}")
     def filter_shards(batch: list[str], build: dict, duplicates: str) -> list[str]:
+        from curation import storage
         from curation.pipeline import load_build_config, run_filter
 
+        get_current_context()["shard_names"] = ",".join(storage.name(u).removesuffix(".parquet") for u in batch)
         cfg = load_build_config(build["config_uri"])
-        return [_fail_fast(lambda u=uri: run_filter(cfg, build["build_id"], u, duplicates)) for uri in batch]
+        return [run_filter(cfg, build["build_id"], uri, duplicates) for uri in batch]
 
     @task(retries=0)
     def gate(ingested: list, filtered: list, build: dict) -> dict:
-        from curation.errors import GateFailure
         from curation.pipeline import load_build_config, run_gate_step
 
-        try:
-            report = run_gate_step(
-                load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested), _flatten(filtered)
-            )
-        except GateFailure as exc:
-            raise AirflowFailException(str(exc)) from exc
+        cfg = load_build_config(build["config_uri"])
+        report = run_gate_step(cfg, build["build_id"], _flatten(ingested), _flatten(filtered))
         return {"rows": report.rows, "report": report.report_uri, "warnings": [c.name for c in report.failed()]}
 
-    @task
+    @task(outlets=[CORPUS_ALIAS])
     def publish(filtered: list, build: dict, gate_result: dict) -> str:
         from curation.pipeline import load_build_config, run_publish
 
         cfg = load_build_config(build["config_uri"])
         if not cfg.publish.enabled:
             raise AirflowSkipException(f"dry run: publish is off; gate report {gate_result['report']}")
-        return _fail_fast(lambda: run_publish(cfg, build["build_id"], _flatten(filtered)))
+        manifest = run_publish(cfg, build["build_id"], _flatten(filtered))
+        extra = {"manifest": manifest, "build_id": build["build_id"], "rows": gate_result["rows"]}
+        get_current_context()["outlet_events"][CORPUS_ALIAS].add(Asset(f"corpus/{cfg.publish.corpus}"), extra=extra)
+        return manifest
 
     build = prepare()
     ingested = ingest.partial(build=build).expand(batch=shard_batches(build))

@@ -113,3 +113,17 @@ def test_backfill_dry_run_lists_three_weekly_runs(airflow_db):
     assert result.returncode == 0, result.stderr[-2000:]
     dates = re.findall(r"\| (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00) \|", result.stdout)
     assert dates == ["2026-11-02 03:00:00+00:00", "2026-11-09 03:00:00+00:00", "2026-11-16 03:00:00+00:00"]
+
+
+def test_dag_policy_owners_tags_retries_docs_and_parse_time(dagbag):
+    assert dagbag.dags, "no DAG found"
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.tags, f"{dag_id} has no tags"
+        assert dag.doc_md and len(dag.doc_md) > 100, f"{dag_id} has no doc_md"
+        for task in dag.tasks:
+            assert task.owner and task.owner != "airflow", f"{dag_id}.{task.task_id} has no owner"
+            assert task.retries is not None, f"{dag_id}.{task.task_id} has no retries set"
+            assert task.execution_timeout is not None, f"{dag_id}.{task.task_id} has no execution timeout"
+    # Parsing the whole folder (what the DAG processor does on every loop) stays under a second.
+    total = sum(stat.duration.total_seconds() for stat in dagbag.dagbag_stats)
+    assert total < 1.0, dagbag.dagbag_stats

@@ -11,6 +11,7 @@ ARTICLE = (
     "Farmers bring wool and grain to the market, and that market has been held every week since the old bridge was built.\n"
     "Visitors who have time should walk along the canal to see the locks and the mill with its wheel.\n"
     "Local historians say the town grew because the river was deep enough for barges to reach the square.\n"
+    "Today the old warehouses by the water hold a library, two bakeries and a small museum of boats.\n"
 )
 
 

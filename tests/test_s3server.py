@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.netcheck import listening_addresses
 from tests.s3server import HOST, S3Server
 
 pytest_plugins = ["tests.conftest_s3"]
@@ -24,38 +25,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(MiB), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _listening_addresses(pid: int) -> list[tuple[str, int]]:
-    """(local address, port) of every TCP socket the process listens on."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    found = []
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state != "0A" or inode not in inodes:  # 0A = LISTEN
-                continue
-            addr_hex, port_hex = local.split(":")
-            assert len(addr_hex) == width
-            if width == 8:
-                raw = bytes.fromhex(addr_hex)[::-1]
-                addr = ".".join(str(b) for b in raw)
-            else:
-                addr = "ipv6:" + addr_hex
-            found.append((addr, int(port_hex, 16)))
-    return found
 
 
 def test_put_get_roundtrip(s3_server: S3Server, s3_bucket: str) -> None:
@@ -143,7 +112,7 @@ def test_pyarrow_parquet_roundtrip(s3_server: S3Server, s3_bucket: str) -> None:
 
 def test_every_listener_is_loopback(s3_server: S3Server) -> None:
     assert s3_server.pid is not None
-    listeners = _listening_addresses(s3_server.pid)
+    listeners = listening_addresses(s3_server.pid)
     assert listeners, "weed has no listening TCP sockets?"
     assert all(addr == HOST for addr, _ in listeners), listeners
     # ... and only on the ports we chose.
