@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curation.errors import ConfigError
 from curation.models import ModelRef
@@ -40,6 +40,8 @@ class ImageCandidatesConfig(_Section):
 class FetchConfig(_Section):
     """The fetch_images stage (img2dataset-like): politeness, limits and the image rules."""
 
+    # Builds run fetch_images after ingest only when enabled (it downloads from the open web).
+    enabled: bool = False
     concurrency: int = Field(64, gt=0)
     per_host_concurrency: int = Field(4, gt=0)
     per_host_rate: float = Field(10.0, gt=0, description="requests per second per host")
@@ -212,17 +214,49 @@ class GateConfig(_Section):
     # Numeric columns profiled (mean, histogram) and drift-checked; None: every numeric column but offsets.
     score_columns: list[str] | None = None
     histogram_bins: int = Field(20, ge=2, le=200)
-    validation_batch_rows: int = Field(250_000, gt=0)  # GX validates at most this many rows at a time
+    validation_batch_rows: int = Field(100_000, gt=0)  # GX validates at most this many rows at a time (memory bound)
     # Severity per check kind (e.g. "drift.kept_rows") or per full check name; overrides the defaults.
     severity: dict[str, Severity] = {}
     notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()
     override: GateOverride | None = None
+    # Image-text pairs (validated when the build passes pair shards to the gate).
+    pairs_suite: str = "expectations/pairs.json"
+    pairs_min_rows: int = Field(0, ge=0)
+    max_image_side: int = Field(100_000, gt=0)
 
 
 class PublishConfig(_Section):
+    """Release layout and upload (curation/publish.py, reshard.py, webdataset.py, transfer.py)."""
+
     enabled: bool = True
     corpus: str = "web-en"
+    # Documents are resharded into zstd Parquet files of about `shard_bytes`, or of exactly
+    # `shard_rows` rows when set. As in Iceberg's compaction, an input shard already laid out as
+    # below and within [min_ratio, max_ratio] x shard_bytes is published byte for byte.
+    shard_bytes: int = Field(256 * 2**20, gt=0)
+    shard_rows: int | None = Field(None, gt=0)
+    passthrough_min_ratio: float = Field(0.75, ge=0.0)
+    passthrough_max_ratio: float = Field(1.8, ge=1.0)
+    # Row groups: at most this many rows and uncompressed bytes (readers load one row group at a time).
+    row_group_rows: int = Field(100_000, gt=0)
+    row_group_bytes: int = Field(128 * 2**20, gt=0)
+    zstd_level: int = Field(3, ge=1, le=22)
+    # Image-text pairs: WebDataset tar shards (img2dataset's default: 10k samples per shard).
+    wds_shard_rows: int = Field(10_000, gt=0)
+    wds_shard_bytes: int = Field(2**30, gt=0)
+    # Decompression-bomb guard on published images, checked from the header (PIL's default limit).
+    max_image_pixels: int = Field(89_478_485, gt=0)
+    data_card: bool = True
+    # Upload: boto3 TransferConfig (multipart), SHA256 checksums sent and verified after upload,
+    # whole-file retries with exponential backoff on top of botocore's own request retries.
+    multipart_threshold: int = Field(64 * 2**20, ge=5 * 2**20)
+    multipart_chunksize: int = Field(16 * 2**20, ge=5 * 2**20)
+    max_concurrency: int = Field(8, gt=0, description="parts of one file in flight")
+    file_concurrency: int = Field(4, gt=0, description="files in flight")
+    upload_attempts: int = Field(5, gt=0, description="whole-file attempts")
+    request_attempts: int = Field(5, gt=0, description="botocore attempts per request (standard retry mode)")
+    retry_backoff_s: float = Field(1.0, ge=0.0, description="first retry delay; doubles per attempt, plus jitter")
 
 
 class ClipConfig(_Section):
@@ -245,6 +279,9 @@ class ClipConfig(_Section):
     batch_size: int = Field(256, gt=0)
     # Threads decoding the next batches while the model runs the current one (0: decode inline).
     decode_workers: int = Field(4, ge=0)
+    # torch intra-op threads when scoring on CPU (None: torch's default, one per core). Set it to
+    # cores / concurrent tasks where several tasks share a machine: oversubscribed threads crawl.
+    cpu_threads: int | None = Field(None, gt=0)
     # Images with more pixels (read from the header, before decoding) are dropped as image_too_large.
     max_image_pixels: int = Field(89_478_485, gt=0)
     # Decode JPEGs at a reduced DCT scale when they are >= 2x the model input (much faster, tiny score change).
@@ -270,8 +307,12 @@ class DedupConfig(_Section):
     # Documents in one LSH bucket count as near-duplicates only if their Jaccard similarity,
     # estimated from the whole signature, reaches this. None: every bucket collision (FineWeb).
     threshold: float | None = Field(0.8, gt=0.0, le=1.0)
-    # Hash partitions per band: one mapped task per (band, partition) holds 1/partitions of a band.
-    band_partitions: int = Field(1, ge=1)
+    # The similarity estimate: one-permutation hashing into this many bins (16 bits each).
+    sketch_bins: Literal[64, 128, 256, 512, 1024] = 256
+    # LSH tasks = band_groups x band_partitions; each holds its bands' rows whose hash % partitions
+    # is its partition, and reads the doc_id and sketch columns once.
+    band_groups: int = Field(1, ge=1)
+    band_partitions: int = Field(2, ge=1)
     # Drop documents that near-duplicate anything already published ({state_root}/dedup-index).
     cross_build: bool = True
     # Image-text pairs: images above this many pixels are not decoded (decompression bombs).
@@ -282,6 +323,81 @@ class DedupConfig(_Section):
     semdedup: bool = False
     semdedup_eps: float = Field(0.05, gt=0.0, lt=1.0)
     semdedup_clusters: int = Field(100, ge=1)
+
+
+class FastTextModelConfig(_Section):
+    """A fastText classifier (curation/scoring/fasttext_classifier.py): the model, and which label is the score.
+
+    Public checkpoints load through the same ModelRef path, e.g. DCLM's quality classifier:
+    `{model: {uri: "hf-hub:mlfoundations/fasttext-oh-eli5/openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin"},
+    label: __label__hq, preprocess: newlines}`; Dolma's Jigsaw taggers (labels `__label__toxic` /
+    `__label__nsfw`, preprocess: newlines) from a copy on S3 (see the module doc).
+    """
+
+    model: ModelRef
+    # The label whose probability becomes the score, e.g. __label__hq (DCLM), __label__toxic (Dolma).
+    label: str = Field(pattern=r"^__label__\S+$")
+    # normalize: lower-case, punctuation removed, whitespace collapsed (models `curation train-classifier`
+    # writes, DCLM / Ultra-FineWeb style); newlines: only newlines become spaces (how DCLM and Dolma score).
+    preprocess: Literal["normalize", "newlines"] = "normalize"
+
+
+class ScoringConfig(_Section):
+    """Document scores (curation/scoring/documents.py): fastText quality and toxicity, PII (Dolma-style)."""
+
+    quality: FastTextModelConfig | None = None
+    toxicity: FastTextModelConfig | None = None
+    # Replace e-mails, phone numbers and IPs in the text by |||EMAIL_ADDRESS||| etc. (always counted).
+    pii_mask: bool = True
+    batch_rows: int = Field(4096, gt=0)
+
+
+class SelectRule(_Section):
+    """Keep rows whose `column` is on the `keep` side of a cut: an absolute threshold, or the value
+    that keeps `top_fraction` of the rows reaching this rule, computed over the whole build."""
+
+    column: str
+    keep: Literal["above", "below"]
+    threshold: float | None = None
+    top_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    # Rows where the column is null (e.g. a model that could not score them).
+    if_missing: Literal["keep", "drop"] = "keep"
+
+    @model_validator(mode="after")
+    def _one_cut(self) -> SelectRule:
+        if (self.threshold is None) == (self.top_fraction is None):
+            raise ValueError(f"select rule on {self.column!r}: set exactly one of threshold and top_fraction")
+        return self
+
+
+class SelectBudget(_Section):
+    """Budget-aware cut ("Scaling Laws for Data Filtering", Goyal et al. 2024): keep the best-ranked
+    rows until the pool, repeated at most `max_repetitions` times, covers the training budget."""
+
+    unit: Literal["tokens", "samples"] = "tokens"
+    amount: float = Field(gt=0)
+    max_repetitions: float = Field(4.0, ge=1.0)
+    rank_by: str = "quality_score"
+    # Tokens of a row = tokens_column * tokens_per_unit (an estimate from word counts by default).
+    tokens_column: str = "n_words"
+    tokens_per_unit: float = Field(1.3, gt=0)
+
+
+class SelectConfig(_Section):
+    """Selection (curation/select.py): rules applied in order, then the optional budget cut."""
+
+    enabled: bool = True
+    id_column: str = "doc_id"
+    rules: list[SelectRule] = [
+        # Dolma v1 removed text its Jigsaw toxicity taggers scored above 0.4.
+        SelectRule(column="toxicity_score", keep="below", threshold=0.4, reason="toxicity"),
+        # Dolma: documents with more than 5 PII items are removed (fewer are masked).
+        SelectRule(column="pii_count", keep="below", threshold=5, reason="pii"),
+        # DCLM keeps the top 10% by its fastText quality score.
+        SelectRule(column="quality_score", keep="above", top_fraction=0.1, reason="quality"),
+    ]
+    budget: SelectBudget | None = None
 
 
 class BuildConfig(_Section):
@@ -297,6 +413,8 @@ class BuildConfig(_Section):
     publish: PublishConfig = PublishConfig()
     clip: ClipConfig = ClipConfig()
     dedup: DedupConfig = DedupConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    select: SelectConfig = SelectConfig()
 
     @field_validator("build_id")
     @classmethod

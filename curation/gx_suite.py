@@ -162,31 +162,12 @@ def load_suite(path: str | os.PathLike, parameters: dict | None = None) -> great
 def validate_table(
     table: pyarrow.Table, suite_path: str | os.PathLike, parameters: dict | None = None
 ) -> list[ExpectationOutcome]:
-    """Validate an Arrow table (converted to pandas once) against the suite; one outcome per
-    expectation, in suite order. A failing or unevaluable expectation (e.g. a missing column)
-    gives an outcome with success False; nothing is raised for bad data."""
-    suite = load_suite(suite_path, parameters)
-    # GX returns results out of suite order (errored expectations first): tag each one to match.
-    for i, expectation in enumerate(suite.expectations):
-        expectation.id = f"{suite.name}#{i}"
-    df = table.to_pandas()
-
-    from great_expectations.exceptions import SuiteParameterError
-
-    with _lock:
-        batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
-        try:
-            result = batch.validate(
-                suite,
-                result_format=_RESULT_FORMAT,
-                expectation_parameters=dict(suite.suite_parameters),
-            )
-        except SuiteParameterError as exc:
-            # from a parameter expression; plain names were checked by load_suite
-            raise SuiteError(f"{suite_path}: {exc}") from exc
-
-    by_id = {r.expectation_config.id: r for r in result.results}
-    return [_outcome(suite.name, e, by_id.get(e.id)) for e in suite.expectations]
+    """Validate one Arrow table against the suite; one outcome per expectation, in suite order.
+    A failing or unevaluable expectation (e.g. a missing column) gives an outcome with success
+    False; nothing is raised for bad data. For a table in many parts, use `ShardedValidation`."""
+    validation = ShardedValidation(suite_path, parameters)
+    validation.add(table, "table")
+    return validation.finish()
 
 
 # --- internals -------------------------------------------------------------------------------
@@ -393,10 +374,17 @@ class ShardedValidation:
                 self._keys[column].append(table[column])
             else:
                 self._key_errors.setdefault(column, f"column {column!r} does not exist in {label}")
-        if not self._per_part:
+        present = set(table.column_names)
+        run = []
+        for i in self._per_part:
+            if self._optional(i) and not set(_referenced_columns(self._config(i))) <= present:
+                self._parts[i].append((label, self._native(i, True, {"skipped": f"optional column(s) absent in {label}"})))
+            else:
+                run.append(i)
+        if not run:
             return
-        outcomes = self._run_gx(table.to_pandas(), self._per_part)
-        for i, outcome in zip(self._per_part, outcomes, strict=True):
+        outcomes = self._run_gx(table.to_pandas(), run)
+        for i, outcome in zip(run, outcomes, strict=True):
             self._parts[i].append((label, outcome))
 
     def finish(self) -> list[ExpectationOutcome]:
@@ -412,6 +400,10 @@ class ShardedValidation:
     def _config(self, i: int):
         return self.suite.expectations[i].configuration
 
+    def _optional(self, i: int) -> bool:
+        """meta.optional: the expectation applies only where its columns exist (signals a stage may add)."""
+        return bool((self._config(i).meta or {}).get("optional"))
+
     def _run_gx(self, df, indexes: list[int]) -> list[ExpectationOutcome]:
         gx = _gx()
         from great_expectations.exceptions import SuiteParameterError
@@ -419,7 +411,9 @@ class ShardedValidation:
         key = tuple(indexes)
         if key not in self._subsuites:
             # GX refuses an Expectation that already belongs to a suite: use copies, with the same ids.
-            part = gx.ExpectationSuite(name=self.suite.name, expectations=[copy.copy(self.suite.expectations[i]) for i in indexes])
+            part = gx.ExpectationSuite(
+                name=self.suite.name, expectations=[copy.copy(self.suite.expectations[i]) for i in indexes]
+            )
             for expectation, i in zip(part.expectations, indexes, strict=True):
                 expectation.id = self.suite.expectations[i].id
             self._subsuites[key] = part
@@ -459,7 +453,9 @@ class ShardedValidation:
             config = self._config(i)
             columns = _referenced_columns(config)
             missing = [self._key_errors[c] for c in columns if c in self._key_errors]
-            if missing:
+            if missing and self._optional(i):
+                out[i] = self._native(i, True, {"skipped": "; ".join(missing)})
+            elif missing:
                 out[i] = self._native(i, False, {"error": "; ".join(missing)})
             elif config.type in _ROW_COUNT:
                 # GX itself on a frame with the right length and no columns: real semantics, no memory.
@@ -566,5 +562,6 @@ def _merge_parts(parts: list[tuple[str, ExpectationOutcome]], empty: Expectation
     if failed:
         observed["failed_shards"] = [label for label, _ in failed][:PARTIAL_UNEXPECTED]
         observed["failed_shard_count"] = len(failed)
-    observed["shards"] = len(parts)
+    if len(parts) > 1:
+        observed["shards"] = len(parts)
     return dataclasses.replace(first, success=not failed, observed=observed)

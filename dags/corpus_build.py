@@ -63,7 +63,7 @@ DEFAULT_ARGS = {
 }
 
 
-def _build_config(params: dict):
+def _build_config(params: dict, triggered_by: str | None = None):
     """The run's BuildConfig: YAML (Param or $CURATION_CONFIG) < overrides < trigger-form fields."""
     from curation.config import load_config
 
@@ -72,6 +72,9 @@ def _build_config(params: dict):
         if params.get(key) not in (None, [], ""):
             overrides[key] = params[key]
     overrides.setdefault("publish", {})["enabled"] = bool(params.get("publish", True))
+    reason = (params.get("gate_override_reason") or "").strip()
+    if reason:
+        overrides.setdefault("gate", {})["override"] = {"reason": reason, "by": triggered_by}
     return load_config(params.get("config_path") or os.environ.get("CURATION_CONFIG"), overrides)
 
 
@@ -141,8 +144,8 @@ def corpus_build():
         from curation.pipeline import prepare as prepare_build
 
         context = get_current_context()
-        cfg = _build_config(context["params"])
         run = context["dag_run"]
+        cfg = _build_config(context["params"], triggered_by=getattr(run, "triggering_user_name", None))
         start = context.get("data_interval_start")
         end = context.get("data_interval_end")
         build_id = cfg.build_id or iso_week_id((start or run.run_after).date())
@@ -186,7 +189,13 @@ def corpus_build():
 
         cfg = load_build_config(build["config_uri"])
         report = run_gate_step(cfg, build["build_id"], _flatten(ingested), _flatten(filtered))
-        return {"rows": report.rows, "report": report.report_uri, "warnings": [c.name for c in report.failed()]}
+        return {
+            "rows": report.rows,
+            "report": report.report_uri,
+            "passed": report.passed,
+            "override": report.override,
+            "failed": [c.name for c in report.failed()],
+        }
 
     @task(outlets=[CORPUS_ALIAS])
     def publish(filtered: list, build: dict, gate_result: dict) -> str:

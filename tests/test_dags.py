@@ -37,7 +37,15 @@ def _config_file(tmp_path: Path, sample_crawl: list[str]) -> str:
 
 def _conf(config_path: str, **fields) -> dict:
     # Every field explicit: dag.test() on a shared DAG object keeps the previous run's params.
-    return {"config_path": config_path, "inputs": [], "shard_limit": None, "publish": True, "overrides": {}, **fields}
+    base = {
+        "config_path": config_path,
+        "inputs": [],
+        "shard_limit": None,
+        "publish": True,
+        "overrides": {},
+        "gate_override_reason": "",
+    }
+    return {**base, **fields}
 
 
 def _states(dag_run) -> dict[tuple[str, int], str]:
@@ -127,3 +135,20 @@ def test_dag_policy_owners_tags_retries_docs_and_parse_time(dagbag):
     # Parsing the whole folder (what the DAG processor does on every loop) stays under a second.
     total = sum(stat.duration.total_seconds() for stat in dagbag.dagbag_stats)
     assert total < 1.0, dagbag.dagbag_stats
+
+
+def test_gate_override_param_publishes_and_the_manifest_records_it(dagbag, tmp_path, sample_crawl):
+    from curation import storage
+
+    dag = dagbag.dags["corpus_build"]
+    conf = _conf(
+        _config_file(tmp_path, sample_crawl),
+        build_id="overridden",
+        overrides={"gate": {"min_rows": 10**9}},
+        gate_override_reason="INC-42: row-count floor is wrong this week",
+    )
+    run = dag.test(run_conf=conf)
+    states = _states(run)
+    assert str(run.state) == "success", states
+    manifest = storage.read_json(str(tmp_path / "releases" / "web-en" / "overridden" / "manifest.json"))
+    assert manifest["gate"]["override"]["reason"] == "INC-42: row-count floor is wrong this week"
