@@ -47,7 +47,7 @@ PAIRS = pa.schema(
         _field("img_title", pa.string(), "title attribute as found (null when absent)"),
         _field("width", pa.int32(), "width attribute of the <img> in pixels, when a number"),
         _field("height", pa.int32(), "height attribute of the <img> in pixels, when a number"),
-        _field("caption_language", pa.string(), "language id of the caption (ISO 639-1 where one exists)"),
+        _field("caption_language", pa.string(), "caption language (ISO 639-1 if any); set when images.caption_languages is"),
         _field("caption_language_score", pa.float32(), "language id confidence in [0, 1]"),
         _field("page_title", pa.string(), "HTML <title> of the page"),
         _field("warc_record_id", pa.string(), "WARC-Record-ID of the page's response record"),

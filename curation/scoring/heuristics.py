@@ -200,7 +200,7 @@ def _c4_lines(lines: pa.Array, line_doc: np.ndarray, n_docs: int) -> dict[str, n
     long_word = _np(pc.greater(pc.utf8_length(lines), C4_MAX_WORD_LENGTH))
     if long_word.any():  # the regex is costly (1000 states): run it only on lines long enough to match
         where = np.flatnonzero(long_word)
-        long_word[where] = _np(pc.match_substring_regex(lines.take(where), r"\S{%d}\S" % C4_MAX_WORD_LENGTH))
+        long_word[where] = _np(pc.match_substring_regex(lines.take(where), rf"\S{{{C4_MAX_WORD_LENGTH}}}\S"))
     cleaned = pc.replace_substring_regex(lines, _C4_CITATION, "")
     terminal = np.zeros(len(lines), bool)
     for mark in C4_END_PUNCTUATION:
