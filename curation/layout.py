@@ -4,6 +4,8 @@
 {work_root}/{build_id}/{stage}/{shard}.parquet         stage output, one per shard
 {work_root}/{build_id}/{stage}/{shard}.stats.json      its StageStats
 {work_root}/{build_id}/{stage}/dropped/{shard}.parquet rows the stage removed, with reasons
+{work_root}/{build_id}/ingest/pairs/{shard}.parquet    image-text candidates of the shard's pages (+ .stats.json)
+{work_root}/{build_id}/fetch_images/{shard}.fetch.json fetch report: success rate, counts by status
 {release_root}/{corpus}/{build_id}/...                 published release
 {release_root}/{corpus}/LATEST                         newest release that passed its gates
 """

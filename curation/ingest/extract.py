@@ -14,7 +14,17 @@ from resiliparse.parse.html import HTMLTree
 from curation.ingest.langid import ResiliparseLanguageId
 
 # Leading bytes of formats that servers mislabel as text/html (PDF, images, archives).
-_BINARY_SIGNATURES = (b"%PDF-", b"\x89PNG", b"GIF87a", b"GIF89a", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b\x08", b"RIFF", b"\x00\x00\x01\x00")
+_BINARY_SIGNATURES = (
+    b"%PDF-",
+    b"\x89PNG",
+    b"GIF87a",
+    b"GIF89a",
+    b"\xff\xd8\xff",
+    b"PK\x03\x04",
+    b"\x1f\x8b\x08",
+    b"RIFF",
+    b"\x00\x00\x01\x00",
+)
 _WIDE_CHARSETS = ("utf-16", "utf16", "utf-32", "utf32", "ucs-2", "ucs2")
 
 
@@ -28,14 +38,13 @@ class DecodeError(ValueError):
 
 def binary_content(payload: bytes, declared_charset: str | None) -> str | None:
     """Why `payload` is binary although labelled as HTML, or None when it looks like text."""
-    head = payload[:1024]
-    if head.startswith(_BINARY_SIGNATURES):
-        return f"binary signature {head[:8]!r}"
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (declared_charset or "").lower().startswith(_WIDE_CHARSETS):
+    if payload.find(b"\x00", 0, 1024) < 0 and not payload.startswith(_BINARY_SIGNATURES):
+        return None  # the common case, decided without copying
+    if payload.startswith(_BINARY_SIGNATURES):
+        return f"binary signature {payload[:8]!r}"
+    if payload.startswith((b"\xff\xfe", b"\xfe\xff")) or (declared_charset or "").lower().startswith(_WIDE_CHARSETS):
         return None  # UTF-16/32 text has NUL bytes by design
-    if b"\x00" in head:
-        return "NUL bytes in the first KiB"
-    return None
+    return "NUL bytes in the first KiB"
 
 
 def decode_html(payload: bytes, declared_charset: str | None) -> str:

@@ -14,6 +14,7 @@ import json
 import random
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -510,12 +511,84 @@ def _write_fields(writer: WARCWriter, stamps: _Stamps, rec_type: str, uri: str, 
     writer.write_record(writer.create_warc_record(uri, rec_type, io.BytesIO(payload), len(payload), ctype, headers))
 
 
-def write_sample_crawl(out_dir: str, pages: int = 200, seed: int = 0, files: int = 2) -> list[str]:
+class _Chrome:
+    """Site furniture around an article, the bulk of a real page's bytes (ASCII only, any charset)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def _words(self, n: int) -> str:
+        return " ".join(self.rng.choice(_ADJ + _NOUN + _PEOPLE) for _ in range(n))
+
+    def _head(self, host: str) -> str:
+        r = self.rng
+        rules = "".join(
+            f".c{r.randrange(10**6)} {{ margin: {r.randrange(40)}px; color: #{r.randrange(16**6):06x}; display: flex; }}\n"
+            for _ in range(r.randint(80, 220))
+        )
+        script = "".join(
+            f"window.__cfg{k} = {{id: {r.randrange(10**8)}, path: '/{self._words(2).replace(' ', '/')}', ab: {r.random():.4f}}};"
+            for k in range(r.randint(60, 200))
+        )
+        metas = "".join(f'<meta name="m{k}" content="{self._words(6)}">\n' for k in range(r.randint(8, 20)))
+        links = "".join(
+            f'<link rel="preload" href="https://{host}/assets/{r.randrange(10**9):x}.js" as="script">\n' for _ in range(12)
+        )
+        return f"{metas}{links}<style>\n{rules}</style>\n<script>\n{script}</script>\n"
+
+    def _menu(self, host: str, n: int) -> str:
+        items = "".join(
+            f'<li><a href="https://{host}/{self._words(2).replace(" ", "-")}/">{self._words(2)}</a></li>' for _ in range(n)
+        )
+        return f'<ul class="menu">{items}</ul>\n'
+
+    def _cards(self, host: str) -> str:
+        r, cards = self.rng, []
+        for _ in range(r.randint(4, 12)):
+            title = self._words(r.randint(4, 9)).capitalize()
+            alt = r.choice(["", title, "thumbnail", title])  # empty, caption-like or useless alt texts
+            src = (
+                f"/media/thumbs/{r.randrange(10**9):x}.jpg"
+                if r.random() < 0.7
+                else f"https://img.{host}/{r.randrange(10**9):x}.webp"
+            )
+            cards.append(
+                f'<div class="card"><a href="/story/{r.randrange(10**6)}">'
+                f'<img src="{src}" alt="{alt}" width="320" height="180">'
+                f"<h3>{title}</h3></a><p>{self._words(r.randint(10, 25))}</p></div>"
+            )
+        return '<aside class="related">' + "\n".join(cards) + "</aside>\n"
+
+    def wrap(self, body: bytes, url: str) -> bytes:
+        r, host = self.rng, urlsplit(url).netloc
+        head = self._head(host).encode()
+        top = (
+            f'<header><a href="/"><img src="/static/logo.svg" alt="{host} logo"></a>'
+            f"{self._menu(host, r.randint(20, 60))}</header>\n"
+            f'<div class="sidebar">{self._menu(host, r.randint(20, 50))}</div>\n'
+        ).encode()
+        social = "".join(f'<a href="#s{k}"><img src="/static/s{k}.png" alt=""></a>' for k in range(6))
+        bottom = (
+            f'{self._cards(host)}<div class="social">{social}</div>\n'
+            f"<footer>{self._menu(host, r.randint(30, 80))}</footer>\n"
+            f'<img src="https://pixel.example.com/t.gif?u={r.randrange(10**12)}" width="1" height="1">\n'
+            f"<script>{self._words(200)}</script>\n"
+        ).encode()
+        if b"<head>" in body and b"<body>" in body and b"</body>" in body:
+            body = body.replace(b"<head>", b"<head>" + head, 1).replace(b"<body>", b"<body>" + top, 1)
+            return body.replace(b"</body>", bottom + b"</body>", 1)
+        return body
+
+
+def write_sample_crawl(out_dir: str, pages: int = 200, seed: int = 0, files: int = 2, site_chrome: bool = False) -> list[str]:
     """Write `files` gzipped WARC files (out_dir/crawl-00000.warc.gz, ...) holding about `pages` page records in total.
 
     Deterministic by seed: same args -> byte-identical files. Returns the paths, sorted.
     Also writes out_dir/crawl-manifest.json: per page record its file, url, kind, WARC-Record-ID,
     status and content type (plus source_url for duplicates, lang, image urls, ...), and the image records.
+    `site_chrome` wraps every HTML page in realistic site furniture (inline CSS and scripts, menus,
+    sidebar, related-article cards with images, footer), which makes pages 30-60 KB like Common
+    Crawl's instead of about 3 KB; the article text and the manifest stay the same.
     """
     if files < 1 or pages < 0:
         raise ValueError("need files >= 1 and pages >= 0")
@@ -524,6 +597,11 @@ def write_sample_crawl(out_dir: str, pages: int = 200, seed: int = 0, files: int
     builder = _CrawlBuilder(seed)
     docs = [builder.page(i, kind) for i, kind in enumerate(builder.schedule(pages))]
     stamps = _Stamps(builder.rng)
+    if site_chrome:  # its own RNG: the pages' content and the stamps stay as without chrome
+        chrome = _Chrome(random.Random(seed + 7919))
+        for doc in docs:
+            if doc["content_type"].startswith("text/html"):
+                doc["body"] = chrome.wrap(doc["body"], doc["url"])
     paths, records, images = [], [], []
     for f in range(files):
         path = out / f"crawl-{f:05d}.warc.gz"
@@ -558,3 +636,57 @@ def write_truncated_copy(src: str, dst: str, keep_fraction: float = 0.6) -> None
         raise ValueError("keep_fraction must be within [0, 1]")
     data = Path(src).read_bytes()
     Path(dst).write_bytes(data[: int(len(data) * keep_fraction)])
+
+
+def _html_pages(warc_path: str) -> Iterator[tuple[str, str, str, bytes, str | None]]:
+    """(url, record id, WARC-Date, HTML payload, declared charset) of a WARC's HTTP 200 HTML responses."""
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    for rec in ArchiveIterator(warc_path, record_types=WarcRecordType.response, parse_http=True):
+        if rec.http_headers is not None and rec.http_headers.status_code == 200:
+            if (rec.http_content_type or "").startswith("text/html"):
+                date = rec.headers.get("WARC-Date") or ""
+                yield rec.headers.get("WARC-Target-URI"), rec.record_id, date, rec.reader.read(), rec.http_charset
+
+
+def write_wet_copy(warc_path: str, dst: str) -> int:
+    """The WET file of a WARC, the way Common Crawl derives one: a `conversion` record (text/plain,
+    WARC-Refers-To the response) per HTML page, text by resiliparse. Returns the number of records."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+    count = 0
+    with open(dst, "wb") as fh:
+        writer = WARCWriter(fh, gzip=dst.endswith(".gz"))
+        for url, rid, date, body, charset in _html_pages(warc_path):
+            text = extract_plain_text(bytes_to_str(body, charset or detect_encoding(body)), main_content=True).encode()
+            headers = {"WARC-Record-ID": f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, rid)}>", "WARC-Date": date}
+            headers["WARC-Refers-To"] = rid
+            record = writer.create_warc_record(url, "conversion", io.BytesIO(text), len(text), "text/plain", headers)
+            writer.write_record(record)
+            count += 1
+    return count
+
+
+def write_jsonl_copy(warc_path: str, dst: str, field: str = "text") -> int:
+    """A JSONL dump of a WARC's HTML pages ({"id", "url", "date", field}); `field` "text" holds extracted
+    text, "html" the decoded page. Compressed by the name: .gz or .zst. Returns the number of lines."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+    lines = []
+    for url, rid, date, body, charset in _html_pages(warc_path):
+        html_text = bytes_to_str(body, charset or detect_encoding(body))
+        value = extract_plain_text(html_text, main_content=True) if field == "text" else html_text
+        lines.append(json.dumps({"id": rid, "url": url, "date": date, field: value}, sort_keys=True))
+    data = ("\n".join(lines) + "\n").encode()
+    if dst.endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data, mtime=0)
+    elif dst.endswith(".zst"):
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(data)
+    Path(dst).write_bytes(data)
+    return len(lines)

@@ -1,41 +1,77 @@
-"""Ingest stage: WARC(.gz) files -> the `documents` table, one output shard per input shard.
+"""Ingest stage: crawl files (WARC, WET, JSONL, Parquet) -> the `documents` table, plus the
+image-text candidates of the same pages as a second table ({stage}/pairs/{shard}.parquet).
+
+Per record (Python, HTML parsing has no vector form): filter HTTP 200 HTML, sniff binary bodies,
+decode the charset, parse once, take the <img> candidates and the main text. Per batch (Arrow):
+language id, the language allowlist, domain, caption rules, Parquet.
 
 Bad input never stops the shard: every record that is not a usable page is counted with a
-reason (`http_status`, `not_html`, `too_large`, `invalid_utf8`, `no_text`, `lang`, ...), and a
-truncated or corrupt tail is counted as one `truncated_record` / `malformed_record`. Only a file
-that yields nothing readable at all fails, with an error that names it.
+reason (`http_status`, `not_html`, `too_large`, `binary_content`, `invalid_utf8`, `no_text`,
+`lang`, `malformed_record`, `truncated_record`, `bad_json`, ...). Only a file that yields nothing
+readable at all fails, with a BadInputError that names it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import logging
-import re
-import shutil
-import tempfile
 import time
-import zlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from curation import layout, storage
 from curation.config import BuildConfig
-from curation.errors import BadInputError
-from curation.ingest.extract import DecodeError, decode_html, detect_language, extract, normalized_text_hash, stable_id
-from curation.schema import DOCUMENTS, DROPPED
+from curation.ingest.extract import (
+    DecodeError,
+    binary_content,
+    decode_html,
+    main_text,
+    parse_html,
+    stable_id,
+    text_hash_and_words,
+    title_of,
+)
+from curation.ingest.images import caption_rules, page_images
+from curation.ingest.langid import LanguageIdentifier, language_identifier
+from curation.ingest.readers import Skip, SourceRecord, detect_format, local_input, read_records
+from curation.schema import DOCUMENTS, DROPPED, PAIRS
 from curation.stats import Progress, StageStats
 
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
+PAIRS_STAGE = "ingest_pairs"
 _BATCH_ROWS = 2_000
-_HTML_TYPES = ("text/html", "application/xhtml+xml")
 _HOST_PATTERN = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^:/?#]*)"
+# Columns filled per record, in this order; the others are computed per batch.
+_DOC_COLUMNS = (
+    "doc_id",
+    "url",
+    "warc_record_id",
+    "fetch_time",
+    "source_uri",
+    "source_offset",
+    "title",
+    "text",
+    "n_words",
+    "text_hash",
+)
+_PAIR_COLUMNS = (
+    "pair_id",
+    "doc_id",
+    "page_url",
+    "image_url",
+    "caption",
+    "alt",
+    "img_title",
+    "width",
+    "height",
+    "page_title",
+    "warc_record_id",
+    "fetch_time",
+    "source_uri",
+    "source_offset",
+)
 
 
 class _Rows:
@@ -58,196 +94,182 @@ class _Rows:
         return table
 
 
-def _add_derived_columns(docs: pa.Table) -> pa.Table:
-    """Columns computed for the whole batch at once rather than per record: domain, n_words."""
-    host = pc.struct_field(pc.extract_regex(docs["url"], _HOST_PATTERN), "host")
-    docs = docs.set_column(docs.schema.get_field_index("domain"), "domain", pc.utf8_lower(host))
-    n_words = pc.list_value_length(pc.utf8_split_whitespace(docs["text"])).cast(pa.int32())
-    return docs.set_column(docs.schema.get_field_index("n_words"), "n_words", n_words)
+def _table(rows: list[tuple], names: tuple[str, ...], schema: pa.Schema) -> pa.Table:
+    """A `schema` table from row tuples holding `names` in order; other columns null."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    given = dict(zip(names, columns, strict=True))
+    arrays = [pa.array(given[f.name], f.type) if f.name in given else pa.nulls(len(rows), f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
-@contextlib.contextmanager
-def _local_copy(uri: str) -> Iterator[Path]:
-    """A local, seekable path for `uri` (S3 objects are spooled to a temp file first)."""
-    if not storage.is_s3(uri):
-        path = Path(uri.removeprefix("file://"))
-        if not path.is_file():
-            raise BadInputError(f"cannot open input {uri}: no such file. Check the input list.")
-        yield path
-        return
-    with tempfile.NamedTemporaryFile(suffix="-" + storage.name(uri)) as tmp:
-        with storage.open_input(uri) as src:
-            shutil.copyfileobj(src, tmp, 8 * 2**20)
-        tmp.flush()
-        yield Path(tmp.name)
+class _Shard:
+    """The state of one ingest call: buffers, writers, stats."""
 
+    def __init__(self, output: str, cfg: BuildConfig, lid: LanguageIdentifier):
+        self.cfg = cfg
+        self.ingest_cfg = cfg.ingest
+        self.lid = lid
+        shard = storage.name(output).removesuffix(".parquet")
+        self.stats = StageStats(stage=STAGE, shard=shard)
+        self.pair_stats = StageStats(stage=PAIRS_STAGE, shard=shard)
+        self.progress = Progress(self.stats)
+        self.docs: list[tuple] = []
+        self.pairs: list[tuple] = []
+        self.dropped = _Rows(DROPPED)
+        self.lang_dropped: list[pa.Table] = []
+        self.allowed = pa.array(sorted(set(self.ingest_cfg.languages)), pa.string())
+        self.images = self.ingest_cfg.images.enabled
+        # Records kept when sampling: doc_id (uniform hex) below this 64-bit threshold.
+        self.sample_below = int(self.ingest_cfg.sample_rate * 2**64)
 
-def _tail_is_complete(path: Path, last_record_pos: int | None) -> bool:
-    """True if the bytes from the last parsed record's start to the end of file are whole records.
-
-    fastwarc ends iteration quietly at a truncated record, so we check the tail ourselves: for
-    .gz the last member must decompress to its end; for a plain WARC the last record's declared
-    Content-Length must fit in the file, and nothing but blank lines may follow it.
-    """
-    with open(path, "rb") as fh:
-        fh.seek(last_record_pos or 0)
-        if path.name.endswith(".gz"):
-            return _gzip_members_complete(fh)
-        tail = fh.read()
-    # Walk the records after the last parsed one by their Content-Length.
-    pos = 0
-    while tail[pos:].strip():
-        pos += len(tail[pos:]) - len(tail[pos:].lstrip())  # the blank lines between records
-        header_end = tail.find(b"\r\n\r\n", pos)
-        length = re.search(rb"(?im)^content-length:\s*(\d+)", tail[pos:header_end]) if header_end >= 0 else None
-        if length is None:
-            return False
-        pos = header_end + 4 + int(length.group(1))
-        if pos > len(tail):
-            return False
-    return True
-
-
-def _has_warc_records(path: Path) -> bool:
-    """Whether the file holds any WARC record at all (a WARC may hold no response record)."""
-    try:
-        with open(path, "rb") as fh:
-            return next(iter(ArchiveIterator(fh)), None) is not None
-    except OSError:
-        return False
-
-
-def _gzip_members_complete(fh) -> bool:
-    inflater = zlib.decompressobj(wbits=31)
-    while chunk := fh.read(1 << 20):
-        data = chunk
-        while data:
-            try:
-                inflater.decompress(data)
-            except zlib.error:
-                return False
-            if not inflater.eof:
-                break
-            data = inflater.unused_data
-            if data:
-                inflater = zlib.decompressobj(wbits=31)
-    return inflater.eof
-
-
-def ingest(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
-    """Read WARC files and write the documents of all of them to the Parquet shard `output`."""
-    stats = StageStats(stage=STAGE, shard=storage.name(output).removesuffix(".parquet"))
-    started = time.monotonic()
-    progress = Progress(stats)
-    docs = _Rows(DOCUMENTS)
-    dropped = _Rows(DROPPED)
-    allowed = set(cfg.ingest.languages)
-
-    def drop(reason: str, source: str, offset: int | None, url: str | None = None, detail: str = "", doc_id=None):
-        stats.rows_in += 1
-        stats.drop(reason)
-        dropped.add(
+    def drop(self, reason: str, source: str, offset: int | None, url: str | None = None, detail: str = "", doc_id=None):
+        self.stats.rows_in += 1
+        self.stats.drop(reason)
+        self.dropped.add(
             stage=STAGE, reason=reason, doc_id=doc_id, url=url, source_uri=source, source_offset=offset, detail=detail[:500]
         )
 
-    with storage.TableWriter(output, DOCUMENTS) as writer:
-        for uri in inputs:
-            with _local_copy(uri) as path:
-                stats.bytes_in += path.stat().st_size
-                last_pos: int | None = None
-                seen = 0
+    def record(self, rec: SourceRecord, uri: str) -> None:
+        """One page: decode, parse, candidates, text; appended to the batch or dropped with its reason."""
+        url = rec.url
+        doc_id = stable_id(rec.record_id or (f"{url}|{rec.fetch_time}" if url else f"{uri}#{rec.offset}"))
+        if self.sample_below < 2**64 and int(doc_id[:16], 16) >= self.sample_below:
+            self.stats.rows_in += 1  # counted, not written: a 1% trial would otherwise log 99% of the crawl
+            self.stats.drop("sampled_out")
+            return
+        title, text = rec.title, rec.text
+        html = rec.html
+        if html is not None:
+            if isinstance(html, bytes):
+                if why := binary_content(html, rec.charset):
+                    self.drop("binary_content", uri, rec.offset, url, why, doc_id)
+                    return
                 try:
-                    with open(path, "rb") as fh:
-                        # Only response records carry pages; fastwarc skips the rest without parsing them.
-                        for record in ArchiveIterator(fh, record_types=WarcRecordType.response, parse_http=True):
-                            last_pos = record.stream_pos
-                            seen += 1
-                            row = _page_row(record, uri, cfg, drop)
-                            if row is None:
-                                continue
-                            if allowed and (
-                                row["language"] not in allowed or row["language_score"] < cfg.ingest.min_language_score
-                            ):
-                                drop(
-                                    "lang",
-                                    uri,
-                                    row["source_offset"],
-                                    row["url"],
-                                    f"{row['language']}:{row['language_score']:.2f}",
-                                    row["doc_id"],
-                                )
-                                continue
-                            stats.rows_in += 1
-                            stats.rows_out += 1
-                            docs.add(**row)
-                            if len(docs) >= _BATCH_ROWS:
-                                writer.write(_add_derived_columns(docs.take()))
-                            progress.tick()
-                except OSError as exc:  # fastwarc: malformed WARC header / corrupt stream
-                    if seen == 0:
-                        raise BadInputError(
-                            f"input {uri} is not a readable WARC file ({exc}); remove it from the inputs or re-fetch it"
-                        ) from exc
-                    drop("malformed_record", uri, last_pos, detail=f"{exc}; rest of file skipped")
-                    continue
-                if seen == 0 and path.stat().st_size > 0 and not _has_warc_records(path):
-                    raise BadInputError(f"input {uri} holds no readable WARC record; remove it from the inputs or re-fetch it")
-                if not _tail_is_complete(path, last_pos):
-                    drop("truncated_record", uri, last_pos, detail="file ends inside a record: truncated download?")
-        writer.write(_add_derived_columns(docs.take()))
-    stats.rows_out = writer.rows
+                    html = decode_html(html, rec.charset)
+                except DecodeError as exc:
+                    self.drop(exc.reason, uri, rec.offset, url, str(exc), doc_id)
+                    return
+            tree = parse_html(html)
+            title = title_of(tree) or title
+            if self.images and url:
+                self._candidates(html, rec, url, doc_id, title, uri)
+            text = main_text(tree, html, self.ingest_cfg.extractor)
+        else:
+            text = text.strip() if text else ""
+        if not text:
+            self.drop("no_text", uri, rec.offset, url, "", doc_id)
+            return
+        text_hash, n_words = text_hash_and_words(text)
+        self.docs.append((doc_id, url, rec.record_id, rec.fetch_time, uri, rec.offset, title, text, n_words, text_hash))
+
+    def _candidates(self, html: str, rec: SourceRecord, url: str, doc_id: str, title: str | None, uri: str) -> None:
+        found = page_images(html, url, self.ingest_cfg.images.max_per_page, self.pair_stats.dropped)
+        if found:
+            provenance = (title, rec.record_id, rec.fetch_time, uri, rec.offset)
+            for image_url, *tag in found:
+                self.pairs.append((stable_id(url, image_url), doc_id, url, image_url, *tag, *provenance))
+
+    def flush(self, writer: storage.TableWriter, pair_writer: storage.TableWriter | None) -> None:
+        if self.docs:
+            self._flush_docs(writer)
+        if self.pairs and pair_writer is not None:
+            pairs = _table(self.pairs, _PAIR_COLUMNS, PAIRS)
+            self.pairs = []
+            kept, counts = caption_rules(pairs, self.ingest_cfg.images, self.lid)
+            self.pair_stats.dropped.update(counts)
+            pair_writer.write(kept)
+
+    def _flush_docs(self, writer: storage.TableWriter) -> None:
+        docs = _table(self.docs, _DOC_COLUMNS, DOCUMENTS)
+        self.docs = []
+        langs, scores = self.lid.predict(docs["text"].to_pylist())
+        docs = _set(docs, "language", pa.array(langs, pa.string()))
+        docs = _set(docs, "language_score", pa.array(scores, pa.float32()))
+        host = pc.struct_field(pc.extract_regex(docs["url"], _HOST_PATTERN), "host")
+        docs = _set(docs, "domain", pc.utf8_lower(host))
+        self.stats.rows_in += docs.num_rows
+        if len(self.allowed):
+            ok = pc.and_(
+                pc.is_in(docs["language"], self.allowed),
+                pc.greater_equal(docs["language_score"], self.ingest_cfg.min_language_score),
+            )
+            rejected = docs.filter(pc.invert(ok))
+            if rejected.num_rows:
+                self.stats.drop("lang", rejected.num_rows)
+                self.lang_dropped.append(_lang_drops(rejected))
+                docs = docs.filter(ok)
+        self.stats.rows_out += docs.num_rows
+        writer.write(docs)
+
+    def dropped_table(self) -> pa.Table:
+        return pa.concat_tables([self.dropped.take(), *self.lang_dropped]).combine_chunks()
+
+
+def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)
+
+
+def _lang_drops(rejected: pa.Table) -> pa.Table:
+    """DROPPED rows for pages outside the language allowlist, built column-wise."""
+    n = rejected.num_rows
+    score = pc.cast(pc.round(pc.cast(rejected["language_score"], pa.float64()), 2), pa.string())
+    detail = pc.binary_join_element_wise(pc.fill_null(rejected["language"], "unknown"), score, ":")
+    columns = {
+        "stage": pa.array([STAGE] * n, pa.string()),
+        "reason": pa.array(["lang"] * n, pa.string()),
+        "doc_id": rejected["doc_id"],
+        "url": rejected["url"],
+        "source_uri": rejected["source_uri"],
+        "source_offset": rejected["source_offset"],
+        "detail": detail,
+    }
+    return pa.table(columns).cast(DROPPED)
+
+
+def ingest(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
+    """Read crawl files and write the documents of all of them to the Parquet shard `output`.
+
+    Also writes the shard's dropped rows (`layout.dropped_uri`) and, unless images are disabled,
+    its image-text candidates (`layout.pairs_uri`, PAIRS schema) with their own stats file.
+    """
+    started = time.monotonic()
+    ingest_cfg = cfg.ingest
+    shard = _Shard(output, cfg, language_identifier(ingest_cfg.language_id))
+    stats = shard.stats
+    pairs_output = layout.pairs_uri(output)
+    with storage.TableWriter(output, DOCUMENTS) as writer:
+        pair_writer = storage.TableWriter(pairs_output, PAIRS) if shard.images else None
+        try:
+            for uri in inputs:
+                with local_input(uri, ingest_cfg.unsigned_s3_buckets) as path:
+                    stats.bytes_in += path.stat().st_size
+                    fmt = detect_format(uri, path, ingest_cfg.format)
+                    for item in read_records(path, uri, fmt, ingest_cfg.max_record_bytes):
+                        if type(item) is Skip:
+                            shard.drop(item.reason, uri, item.offset, item.url, item.detail)
+                            continue
+                        shard.record(item, uri)
+                        if len(shard.docs) >= _BATCH_ROWS or len(shard.pairs) >= _BATCH_ROWS:
+                            shard.flush(writer, pair_writer)
+                        shard.progress.tick()
+            shard.flush(writer, pair_writer)
+        except BaseException:
+            if pair_writer is not None:
+                pair_writer.__exit__(RuntimeError, None, None)  # discard: never leave a half shard
+            raise
+        if pair_writer is not None:
+            pair_writer.__exit__(None, None, None)
     stats.bytes_out = writer.bytes
     stats.outputs = [output]
-    storage.write_table(layout.dropped_uri(output), dropped.take())
+    storage.write_table(layout.dropped_uri(output), shard.dropped_table())
+    if pair_writer is not None:
+        shard.pair_stats.rows_out = pair_writer.rows
+        # Every <img> either became a pair or was counted under a reason (no_caption, caption_short, ...).
+        shard.pair_stats.rows_in = pair_writer.rows + shard.pair_stats.rows_dropped
+        shard.pair_stats.bytes_out = pair_writer.bytes
+        shard.pair_stats.outputs = [pairs_output]
+        shard.pair_stats.seconds = time.monotonic() - started
+        layout.write_stats(shard.pair_stats, pairs_output)
     stats.seconds = time.monotonic() - started
-    progress.log()
+    shard.progress.log()
     return stats
-
-
-def _page_row(record, uri: str, cfg: BuildConfig, drop) -> dict | None:
-    """One documents row from a response record, or None after counting why it was dropped."""
-    offset = record.stream_pos
-    url = record.headers.get("WARC-Target-URI") or ""
-    record_id = record.headers.get("WARC-Record-ID") or ""
-    http = record.http_headers
-    if http is None:
-        drop("not_http", uri, offset, url, "response record without HTTP headers")
-        return None
-    if http.status_code != 200:
-        drop("http_status", uri, offset, url, str(http.status_code))
-        return None
-    content_type = (record.http_content_type or "").lower()
-    if not content_type.startswith(_HTML_TYPES):
-        drop("not_html", uri, offset, url, content_type or "no content type")
-        return None
-    if record.content_length > cfg.ingest.max_record_bytes:
-        drop("too_large", uri, offset, url, f"{record.content_length} bytes")
-        return None
-    payload = record.reader.read()
-    try:
-        html = decode_html(payload, record.http_charset)
-    except DecodeError as exc:
-        drop(exc.reason, uri, offset, url, str(exc))
-        return None
-    title, text = extract(html)
-    doc_id = stable_id(record_id or f"{url}|{record.record_date}")
-    if not text:
-        drop("no_text", uri, offset, url, "", doc_id)
-        return None
-    language, language_score = detect_language(text)
-    fetch_time = record.record_date
-    if fetch_time is not None and fetch_time.tzinfo is None:
-        fetch_time = fetch_time.replace(tzinfo=dt.UTC)
-    return {
-        "doc_id": doc_id,
-        "url": url,
-        "warc_record_id": record_id,
-        "fetch_time": fetch_time,
-        "source_uri": uri,
-        "source_offset": offset,
-        "title": title,
-        "text": text,
-        "language": language,
-        "language_score": language_score,
-        "text_hash": normalized_text_hash(text),
-    }
