@@ -128,22 +128,68 @@ def filter_cmd(
     typer.echo(stats.summary())
 
 
+@app.command()
+def score(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Filtered shard -> the same rows with fastText quality/toxicity scores and PII counts (masked)."""
+    from curation.layout import write_stats
+    from curation.scoring.documents import score_shard
+
+    stats = score_shard(inputs, output, _config(config, overrides))
+    write_stats(stats, output)
+    typer.echo(stats.summary())
+
+
+@app.command("select-plan")
+def select_plan(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Scored shards -> the selection plan: every rule's cut computed over the whole build."""
+    from curation.select import describe_plan, plan_selection
+
+    typer.echo(describe_plan(plan_selection(inputs, output, _config(config, overrides))))
+
+
+@app.command("select")
+def select_cmd(
+    inputs: list[str],
+    output: Annotated[str, typer.Option("--output", "-o")],
+    plan: Annotated[str, typer.Option(help="plan from `curation select-plan`")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Scored shard -> the rows the plan keeps (the rest to dropped/ with their reason)."""
+    from curation.layout import write_stats
+    from curation.select import select_shard
+
+    stats = select_shard(inputs, output, _config(config, overrides), plan)
+    write_stats(stats, output)
+    typer.echo(stats.summary())
+
+
 BuildIdOpt = Annotated[str, typer.Option("--build-id", help="the build whose work files to use, e.g. 2026-W48")]
+_STAGES_AFTER_INGEST = ("filter", "score", "select")
+
+
+def _stage_outputs(cfg: BuildConfig, build_id: str) -> tuple[list[str], list[list[str]]]:
+    """A build's ingest shards and, in order, the shards of each later stage it has run."""
+    from curation import layout
+
+    later = [layout.stage_outputs(cfg, build_id, stage) for stage in _STAGES_AFTER_INGEST]
+    return layout.stage_outputs(cfg, build_id, "ingest"), [outputs for outputs in later if outputs]
 
 
 @app.command()
 def gate(build_id: BuildIdOpt, config: ConfigOpt = None, overrides: SetOpt = None) -> None:
-    """Validate a build's filtered shards; exit 3 and print every failed check if the gate fails."""
-    from curation import layout
+    """Validate a build's last stage's shards; exit 3 and print every failed check if the gate fails."""
     from curation.pipeline import run_gate_step
 
     cfg = _config(config, overrides)
+    ingested, later = _stage_outputs(cfg, build_id)
     try:
-        report = run_gate_step(
-            cfg, build_id, layout.stage_outputs(cfg, build_id, "ingest"), layout.stage_outputs(cfg, build_id, "filter")
-        )
+        report = run_gate_step(cfg, build_id, ingested, *later)
     except CurationError as exc:
         _fail(exc)
+        return
+    if not report.passed and report.override:
+        typer.echo(f"gate FAILED for {build_id} but is overridden ({report.override}); report {report.report_uri}")
         return
     typer.echo(f"gate passed for {build_id}: {report.rows} rows, {len(report.failed())} warning(s); report {report.report_uri}")
 
@@ -155,13 +201,13 @@ def publish(
     overrides: SetOpt = None,
     force: Annotated[bool, typer.Option(help="replace an existing release with different content")] = False,
 ) -> None:
-    """Publish a gated build's filtered shards as a release (manifest last, then LATEST)."""
-    from curation import layout
+    """Publish a gated build's last stage's shards as a release (manifest last, then LATEST)."""
     from curation.pipeline import run_publish
 
     cfg = _config(config, overrides)
     try:
-        manifest = run_publish(cfg, build_id, layout.stage_outputs(cfg, build_id, "filter"), force=force)
+        _, later = _stage_outputs(cfg, build_id)
+        manifest = run_publish(cfg, build_id, later[-1] if later else [], force=force)
     except CurationError as exc:
         _fail(exc)
         return

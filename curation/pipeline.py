@@ -14,8 +14,12 @@ from curation.dedup.exact import plan_exact_dedup
 from curation.errors import ConfigError
 from curation.filtering import filter_shard
 from curation.gates import GateReport, run_gate
+from curation.ingest.cc_paths import resolve_inputs
+from curation.ingest.fetch import fetch_images
 from curation.ingest.warc import ingest
 from curation.publish import publish
+from curation.scoring.documents import score_shard
+from curation.select import describe_plan, plan_selection, select_shard
 from curation.stats import StageStats
 
 log = logging.getLogger(__name__)
@@ -43,11 +47,9 @@ def input_patterns(patterns: list[str], build_id: str, interval: tuple[dt.dateti
 
 def prepare(cfg: BuildConfig, build_id: str, interval: tuple[dt.datetime, dt.datetime] | None = None) -> tuple[str, list[Shard]]:
     """Resolve the inputs into shards (one input file each) and write the build's config."""
-    inputs = storage.expand_inputs(input_patterns(cfg.inputs, build_id, interval))
+    inputs = resolve_inputs(input_patterns(cfg.inputs, build_id, interval), cfg)  # applies sampling and shard_limit
     if not inputs:
-        raise ConfigError(f"no input files match {cfg.inputs!r}; set `inputs` to WARC files, globs or prefixes")
-    if cfg.shard_limit:
-        inputs = inputs[: cfg.shard_limit]
+        raise ConfigError(f"no input files match {cfg.inputs!r}; set `inputs` to WARC files, globs, prefixes or path listings")
     cfg = cfg.model_copy(update={"inputs": inputs, "build_id": build_id})
     config_uri = layout.config_uri(cfg, build_id)
     storage.write_bytes(config_uri, cfg.to_yaml().encode())
@@ -72,26 +74,65 @@ def run_dedup(cfg: BuildConfig, build_id: str, ingested: list[str]) -> str:
     return _finish(plan_exact_dedup(ingested, output, cfg), output)
 
 
-def run_filter(cfg: BuildConfig, build_id: str, ingested: str, duplicates: str) -> str:
-    output = layout.shard_uri(cfg, build_id, "filter", storage.name(ingested).removesuffix(".parquet"))
+def _next_shard(cfg: BuildConfig, build_id: str, stage: str, previous: str) -> str:
+    """The output URI of `stage` for the shard that `previous` (another stage's shard) holds."""
+    return layout.shard_uri(cfg, build_id, stage, storage.name(previous).removesuffix(".parquet"))
+
+
+def run_fetch(cfg: BuildConfig, build_id: str, ingested: str) -> str | None:
+    """Fetch the images of one shard's image-text candidates (only when fetching is enabled)."""
+    if not (cfg.ingest.images.enabled and cfg.ingest.fetch.enabled):
+        return None
+    output = _next_shard(cfg, build_id, "fetch_images", ingested)
+    return _finish(fetch_images([layout.pairs_uri(ingested)], output, cfg), output)
+
+
+def run_filter(cfg: BuildConfig, build_id: str, ingested: str, duplicates: str | list[str]) -> str:
+    output = _next_shard(cfg, build_id, "filter", ingested)
     return _finish(filter_shard([ingested], output, cfg, duplicates=duplicates), output)
 
 
-def funnel(ingested: list[str], filtered: list[str]) -> list[StageStats]:
-    """Stage totals (the drop funnel) from the per-shard stats files."""
-    return [
-        StageStats.total("ingest", [layout.read_stats(u) for u in ingested]),
-        StageStats.total("filter", [layout.read_stats(u) for u in filtered]),
-    ]
+def run_score(cfg: BuildConfig, build_id: str, filtered: str) -> str:
+    output = _next_shard(cfg, build_id, "score", filtered)
+    return _finish(score_shard([filtered], output, cfg), output)
 
 
-def run_gate_step(cfg: BuildConfig, build_id: str, ingested: list[str], filtered: list[str]) -> GateReport:
-    return run_gate(filtered, layout.gate_report_uri(cfg, build_id), cfg, build_id, funnel(ingested, filtered))
+def run_select_plan(cfg: BuildConfig, build_id: str, scored: list[str]) -> str:
+    """One global pass over the score columns of every shard: the cuts (percentiles are build-wide)."""
+    output = storage.join(cfg.work_root, build_id, "select", "plan.json")
+    plan = plan_selection(scored, output, cfg)
+    log.info("selection plan %s:\n%s", output, describe_plan(plan))
+    return output
 
 
-def run_publish(cfg: BuildConfig, build_id: str, filtered: list[str], force: bool = False) -> str:
+def run_select(cfg: BuildConfig, build_id: str, scored: str, plan: str) -> str:
+    output = _next_shard(cfg, build_id, "select", scored)
+    return _finish(select_shard([scored], output, cfg, plan), output)
+
+
+def funnel(ingested: list[str], *later: list[str]) -> list[StageStats]:
+    """Stage totals (the drop funnel) from the per-shard stats files, in pipeline order.
+
+    `later` are the per-shard outputs of the following stages (filter, score, select), each
+    stage's name read from its stats.
+    """
+    stages = [StageStats.total("ingest", [layout.read_stats(u) for u in ingested])]
+    for outputs in later:
+        parts = [layout.read_stats(u) for u in outputs]
+        if parts:
+            stages.append(StageStats.total(parts[0].stage, parts))
+    return stages
+
+
+def run_gate_step(cfg: BuildConfig, build_id: str, ingested: list[str], *later: list[str]) -> GateReport:
+    """Gate the last stage's shards, with the funnel of every stage before it."""
+    kept = later[-1] if later else []
+    return run_gate(kept, layout.gate_report_uri(cfg, build_id), cfg, build_id, funnel(ingested, *later))
+
+
+def run_publish(cfg: BuildConfig, build_id: str, kept: list[str], force: bool = False) -> str:
     output = layout.release_uri(cfg, build_id)
-    stats = publish(filtered, output, cfg, build_id, layout.gate_report_uri(cfg, build_id), force=force)
+    stats = publish(kept, output, cfg, build_id, layout.gate_report_uri(cfg, build_id), force=force)
     log.info(stats.summary())
     return stats.outputs[0]
 
@@ -108,16 +149,21 @@ def run_build(cfg: BuildConfig, progress: bool = False) -> dict:
     config_uri, shards = prepare(cfg, build_id)
     cfg = load_build_config(config_uri)
     ingested = [run_ingest(cfg, build_id, s) for s in _bar(shards, "ingest", progress)]
+    fetched = [run_fetch(cfg, build_id, u) for u in _bar(ingested, "fetch", progress)]
     duplicates = run_dedup(cfg, build_id, ingested)
     filtered = [run_filter(cfg, build_id, u, duplicates) for u in _bar(ingested, "filter", progress)]
-    report = run_gate_step(cfg, build_id, ingested, filtered)
-    manifest = run_publish(cfg, build_id, filtered) if cfg.publish.enabled else None
+    scored = [run_score(cfg, build_id, u) for u in _bar(filtered, "score", progress)]
+    plan = run_select_plan(cfg, build_id, scored)
+    selected = [run_select(cfg, build_id, u, plan) for u in _bar(scored, "select", progress)]
+    report = run_gate_step(cfg, build_id, ingested, filtered, scored, selected)
+    manifest = run_publish(cfg, build_id, selected) if cfg.publish.enabled else None
     return {
         "build_id": build_id,
         "rows": report.rows,
         "gate_report": report.report_uri,
         "manifest": manifest,
         "funnel": report.funnel,
+        "fetched": [u for u in fetched if u],
     }
 
 

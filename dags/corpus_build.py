@@ -2,7 +2,8 @@
 ### Weekly corpus build
 
 Turns the week's crawl into a curated corpus release:
-`prepare -> ingest (mapped per shard batch) -> dedup plan -> filter (mapped) -> gate -> publish`.
+`prepare -> ingest (+ image fetch) -> exact dedup -> filter -> score -> select -> gate -> publish`,
+per-shard steps mapped over shard batches.
 
 * **Schedule**: Mondays 03:00 UTC; each run covers the previous week (its data interval) and
   its `build_id` is that week's ISO week (e.g. `2026-W47`) unless the trigger form sets one.
@@ -32,6 +33,7 @@ from airflow.sdk import (
     Param,
     RetryAction,
     RetryRule,
+    TaskGroup,
     dag,
     get_current_context,
     task,
@@ -76,6 +78,11 @@ def _build_config(params: dict, triggered_by: str | None = None):
     if reason:
         overrides.setdefault("gate", {})["override"] = {"reason": reason, "by": triggered_by}
     return load_config(params.get("config_path") or os.environ.get("CURATION_CONFIG"), overrides)
+
+
+def _name_shards(batch: list[str]) -> None:
+    """Name this mapped task instance after its shards in the UI (map_index_template)."""
+    get_current_context()["shard_names"] = ",".join(uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet") for uri in batch)
 
 
 def _flatten(batches) -> list[str]:
@@ -168,27 +175,58 @@ def corpus_build():
         cfg = load_build_config(build["config_uri"])
         return [run_ingest(cfg, build["build_id"], Shard(name, inputs)) for name, inputs in batch]
 
+    @task(map_index_template="{{ shard_names }}", pool="fetch")
+    def fetch_images(batch: list[str], build: dict) -> list[str]:
+        """Image-text pairs: download each shard's images (only when ingest.fetch.enabled)."""
+        from curation.pipeline import load_build_config, run_fetch
+
+        _name_shards(batch)
+        cfg = load_build_config(build["config_uri"])
+        return [uri for uri in (run_fetch(cfg, build["build_id"], u) for u in batch) if uri]
+
     @task
-    def dedup(ingested: list, build: dict) -> str:
+    def dedup_exact(ingested: list, build: dict) -> str:
         from curation.pipeline import load_build_config, run_dedup
 
         return run_dedup(load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested))
 
     @task(map_index_template="{{ shard_names }}")
     def filter_shards(batch: list[str], build: dict, duplicates: str) -> list[str]:
-        from curation import storage
         from curation.pipeline import load_build_config, run_filter
 
-        get_current_context()["shard_names"] = ",".join(storage.name(u).removesuffix(".parquet") for u in batch)
+        _name_shards(batch)
         cfg = load_build_config(build["config_uri"])
         return [run_filter(cfg, build["build_id"], uri, duplicates) for uri in batch]
 
+    @task(map_index_template="{{ shard_names }}")
+    def score(batch: list[str], build: dict) -> list[str]:
+        from curation.pipeline import load_build_config, run_score
+
+        _name_shards(batch)
+        cfg = load_build_config(build["config_uri"])
+        return [run_score(cfg, build["build_id"], uri) for uri in batch]
+
+    @task
+    def select_plan(scored: list, build: dict) -> str:
+        from curation.pipeline import load_build_config, run_select_plan
+
+        return run_select_plan(load_build_config(build["config_uri"]), build["build_id"], _flatten(scored))
+
+    @task(map_index_template="{{ shard_names }}")
+    def select(batch: list[str], build: dict, plan: str) -> list[str]:
+        from curation.pipeline import load_build_config, run_select
+
+        _name_shards(batch)
+        cfg = load_build_config(build["config_uri"])
+        return [run_select(cfg, build["build_id"], uri, plan) for uri in batch]
+
     @task(retries=0)
-    def gate(ingested: list, filtered: list, build: dict) -> dict:
+    def gate(ingested: list, filtered: list, scored: list, selected: list, build: dict) -> dict:
         from curation.pipeline import load_build_config, run_gate_step
 
         cfg = load_build_config(build["config_uri"])
-        report = run_gate_step(cfg, build["build_id"], _flatten(ingested), _flatten(filtered))
+        stages = [_flatten(x) for x in (filtered, scored, selected)]
+        report = run_gate_step(cfg, build["build_id"], _flatten(ingested), *stages)
         return {
             "rows": report.rows,
             "report": report.report_uri,
@@ -198,23 +236,31 @@ def corpus_build():
         }
 
     @task(outlets=[CORPUS_ALIAS])
-    def publish(filtered: list, build: dict, gate_result: dict) -> str:
+    def publish(selected: list, build: dict, gate_result: dict) -> str:
         from curation.pipeline import load_build_config, run_publish
 
         cfg = load_build_config(build["config_uri"])
         if not cfg.publish.enabled:
             raise AirflowSkipException(f"dry run: publish is off; gate report {gate_result['report']}")
-        manifest = run_publish(cfg, build["build_id"], _flatten(filtered))
+        manifest = run_publish(cfg, build["build_id"], _flatten(selected))
         extra = {"manifest": manifest, "build_id": build["build_id"], "rows": gate_result["rows"]}
         get_current_context()["outlet_events"][CORPUS_ALIAS].add(Asset(f"corpus/{cfg.publish.corpus}"), extra=extra)
         return manifest
 
     build = prepare()
-    ingested = ingest.partial(build=build).expand(batch=shard_batches(build))
-    duplicates = dedup(ingested, build)
-    filtered = filter_shards.partial(build=build, duplicates=duplicates).expand(batch=ingested)
-    gate_result = gate(ingested, filtered, build)
-    publish(filtered, build, gate_result)
+    with TaskGroup("ingest_stage", tooltip="WARC -> documents and image-text candidates; image fetching"):
+        ingested = ingest.partial(build=build).expand(batch=shard_batches(build))
+        fetch_images.partial(build=build).expand(batch=ingested)
+    with TaskGroup("dedup_stage", tooltip="exact duplicates over the whole build"):
+        duplicates = dedup_exact(ingested, build)
+    with TaskGroup("score_stage", tooltip="takedowns, dedup removal, heuristic rules; fastText scores and PII"):
+        filtered = filter_shards.partial(build=build, duplicates=duplicates).expand(batch=ingested)
+        scored = score.partial(build=build).expand(batch=filtered)
+    with TaskGroup("select_stage", tooltip="build-wide cuts (percentiles, budget), then keep/drop per shard"):
+        plan = select_plan(scored, build)
+        selected = select.partial(build=build, plan=plan).expand(batch=scored)
+    gate_result = gate(ingested, filtered, scored, selected, build)
+    publish(selected, build, gate_result)
 
 
 corpus_build()

@@ -65,6 +65,7 @@ def live(tmp_path_factory, sample_crawl, s3_server):
         server = AirflowStandalone(root / "airflow", extra_env=env)
         with server:
             server.wait_for_dag(DAG)
+            server.post("/api/v2/pools", {"name": "fetch", "slots": 4, "description": "image fetching (per-host politeness)"})
             yield {"server": server, "root": root, "bucket": bucket, "proxy": proxy}
     assert server.process is None
 
@@ -92,7 +93,7 @@ def test_schedule_and_api_trigger_build_and_emit_the_corpus_asset(live):
     tis = _tis(server, run_id)
     assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
     assert all(ti["state"] == "success" for ti in tis.values())
-    assert sorted(ti["rendered_map_index"] for (task, _), ti in tis.items() if task == "ingest") == ["00000", "00001"]
+    assert sorted(ti["rendered_map_index"] for (task, _), ti in tis.items() if task == "ingest_stage.ingest") == ["00000", "00001"]
     manifest = storage.read_json(str(live["root"] / "releases" / "web-en" / "api-run" / "manifest.json"))
     assert manifest["rows"] > 0
 
@@ -145,8 +146,8 @@ def test_transient_s3_error_in_one_mapped_task_is_retried(live):
     tis = _tis(server, run_id)
     assert run["state"] == "success", {k: (v["state"], v["try_number"]) for k, v in tis.items()}
     assert proxy.failed == BOTO_ATTEMPTS  # every attempt of the first try was throttled
-    assert tis[("ingest", 1)]["try_number"] == 2 and tis[("ingest", 1)]["state"] == "success"
-    assert tis[("ingest", 0)]["try_number"] == 1  # the other shard was not touched
+    assert tis[("ingest_stage.ingest", 1)]["try_number"] == 2 and tis[("ingest_stage.ingest", 1)]["state"] == "success"
+    assert tis[("ingest_stage.ingest", 0)]["try_number"] == 1  # the other shard was not touched
 
 
 def test_config_error_fails_at_once_without_retries(live):

@@ -19,9 +19,10 @@ def test_verify_release_catches_a_changed_file(build_config):
     cfg = build_config(build_id="tamper")
     run_build(cfg)
     assert verify_release(cfg)["rows"] > 100
-    part = Path(layout.release_uri(cfg, "tamper")) / "data" / "part-00001.parquet"
+    first = read_manifest(cfg, "tamper")["files"][0]["path"]
+    part = Path(layout.release_uri(cfg, "tamper")) / first
     part.write_bytes(part.read_bytes()[:-10])
-    with pytest.raises(BadInputError, match=r"part-00001\.parquet"):
+    with pytest.raises(BadInputError, match=first.rsplit("/", 1)[-1].replace(".", r"\.")):
         verify_release(cfg)
 
 

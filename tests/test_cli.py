@@ -41,12 +41,22 @@ def test_stage_commands_chain_to_the_same_release(tmp_path, sample_crawl):
         out = uri.replace("/ingest/", "/filter/")
         ran = runner.invoke(app, ["filter", uri, "--duplicates", f"{work}/dedup/duplicates.parquet", "-o", out, "-c", cfg])
         assert ran.exit_code == 0, ran.output
+        ran = runner.invoke(app, ["score", out, "-o", out.replace("/filter/", "/score/"), "-c", cfg])
+        assert ran.exit_code == 0, ran.output
+    scored = sorted(str(p) for p in (work / "score").glob("*.parquet"))
+    planned = runner.invoke(app, ["select-plan", *scored, "-o", f"{work}/select/plan.json", "-c", cfg])
+    assert planned.exit_code == 0 and "pii" in planned.output, planned.output
+    for uri in scored:
+        out = uri.replace("/score/", "/select/")
+        ran = runner.invoke(app, ["select", uri, "--plan", f"{work}/select/plan.json", "-o", out, "-c", cfg])
+        assert ran.exit_code == 0, ran.output
     gated = runner.invoke(app, ["gate", "--build-id", "steps", "-c", cfg])
     assert gated.exit_code == 0, gated.output
     published = runner.invoke(app, ["publish", "--build-id", "steps", "-c", cfg])
     assert published.exit_code == 0, published.output
     manifest = storage.read_json(f"{tmp_path}/release_root/web-en/steps/manifest.json")
-    assert len(manifest["files"]) == len(sample_crawl) and manifest["rows"] > 100
+    selected = sum(storage.parquet_rows(str(p)) for p in (work / "select").glob("*.parquet"))
+    assert manifest["rows"] == selected > 100
 
 
 def test_gate_failure_exits_3_with_the_failed_check(tmp_path, sample_crawl):

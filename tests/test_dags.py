@@ -69,7 +69,7 @@ def test_dag_test_builds_and_publishes_the_sample_crawl(dagbag, tmp_path, sample
     states = _states(run)
     assert str(run.state) == "success", states
     assert (run.data_interval_end - run.data_interval_start).days == 7
-    assert sorted(i for (t, i) in states if t == "ingest") == [0, 1, 2]  # one mapped task per shard
+    assert sorted(i for (t, i) in states if t == "ingest_stage.ingest") == [0, 1, 2]  # one mapped task per shard
     assert all(s == "success" for s in states.values()), states
     manifest = storage.read_json(str(tmp_path / "releases" / "web-en" / "dagtest" / "manifest.json"))
     rows = sum(storage.parquet_rows(str(tmp_path / "releases" / "web-en" / "dagtest" / f["path"])) for f in manifest["files"])
@@ -94,7 +94,7 @@ def test_dry_run_skips_publish(dagbag, tmp_path, sample_crawl):
     run = dag.test(run_conf=_conf(_config_file(tmp_path, sample_crawl), build_id="dry", publish=False, shard_limit=1))
     states = _states(run)
     assert states[("publish", -1)] == "skipped" and states[("gate", -1)] == "success", states
-    assert sorted(i for (t, i) in states if t == "ingest") == [0]
+    assert sorted(i for (t, i) in states if t == "ingest_stage.ingest") == [0]
     assert not (tmp_path / "releases").exists()
 
 
