@@ -64,7 +64,7 @@ def build(
 
 
 def _echo_funnel(funnel: dict) -> None:
-    order = ["ingest", "dedup", "filter", "publish"]
+    order = ["ingest", "fetch_images", "dedup", "filter", "score", "select", "publish"]
     for stage, stats in sorted(funnel.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         drops = ", ".join(f"{k}={v}" for k, v in sorted(stats["dropped"].items())) or "none"
         typer.echo(f"{stage:>8}: {stats['rows_in']} in -> {stats['rows_out']} out (dropped: {drops})")
@@ -542,10 +542,14 @@ def dedup_near(
     """Documents shards -> near-duplicates (MinHash LSH, plus the cross-build index) to drop."""
     from curation.dedup.lsh import plan_near_dedup
 
+    from curation.storage import parquet_rows
+
     try:
-        typer.echo(plan_near_dedup(inputs, output, _config(config, overrides), work=work).summary())
+        stats = plan_near_dedup(inputs, output, _config(config, overrides), work=work)
     except CurationError as exc:
         _fail(exc)
+        return
+    typer.echo(f"{stats.summary()}\n{parquet_rows(output)} near-duplicates to drop: {output}")
 
 
 @app.command("dedup-url")

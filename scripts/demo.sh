@@ -7,6 +7,7 @@ scripts/bootstrap.sh
 
 root=$(pwd)
 var="$root/var"
+rm -rf "$var"  # the demo starts from scratch each time: its crawl, Airflow home and releases
 mkdir -p "$var"
 export HF_HUB_OFFLINE=1 GX_ANALYTICS_ENABLED=false
 export AIRFLOW_HOME="$var/airflow"
@@ -16,6 +17,9 @@ export AIRFLOW__CORE__PARALLELISM=2
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 export CURATION_CONFIG="$var/demo.yaml"
 
+echo "== training the demo's own models (fastText quality + toxicity) from seed data" >&2
+scoring=$(.venv/bin/curation train-demo-classifiers "$var/models" --seed 0)
+
 cat > "$CURATION_CONFIG" <<YAML
 inputs: ["$var/crawl/*.warc.gz"]
 work_root: $var/work
@@ -23,6 +27,13 @@ release_root: $var/releases
 state_root: $var/state
 gate:
   documents_suite: $root/expectations/documents.json
+$scoring
+select:
+  rules:
+    - {column: toxicity_score, keep: below, threshold: 0.4, reason: toxicity}
+    - {column: pii_count, keep: below, threshold: 5, reason: pii}
+    # A small demo corpus: keep what the quality model calls good rather than DCLM's top 10%.
+    - {column: quality_score, keep: above, threshold: 0.5, reason: quality}
 YAML
 
 echo "== sample crawl" >&2
