@@ -10,14 +10,18 @@ from dataclasses import dataclass
 
 from curation import layout, storage
 from curation.config import BuildConfig, load_config
-from curation.dedup.exact import plan_exact_dedup
+from curation.dedup import lsh
+from curation.dedup.exact import plan_exact_dedup, plan_url_dedup
+from curation.dedup.index import add_to_index
+from curation.dedup.lsh import find_candidates, resolve_duplicates
+from curation.dedup.minhash import compute_signatures
 from curation.errors import ConfigError
 from curation.filtering import filter_shard
 from curation.gates import GateReport, run_gate
 from curation.ingest.cc_paths import resolve_inputs
 from curation.ingest.fetch import fetch_images
 from curation.ingest.warc import ingest
-from curation.publish import publish
+from curation.publish import publish, read_manifest
 from curation.scoring.documents import score_shard
 from curation.select import describe_plan, plan_selection, select_shard
 from curation.stats import StageStats
@@ -69,9 +73,52 @@ def run_ingest(cfg: BuildConfig, build_id: str, shard: Shard) -> str:
     return _finish(ingest(shard.inputs, output, cfg), output)
 
 
-def run_dedup(cfg: BuildConfig, build_id: str, ingested: list[str]) -> str:
-    output = layout.duplicates_uri(cfg, build_id)
-    return _finish(plan_exact_dedup(ingested, output, cfg), output)
+def run_dedup(cfg: BuildConfig, build_id: str, ingested: list[str]) -> list[str]:
+    """The build-wide exact and URL dedup plans (each a DUPLICATES table), as configured."""
+    plans = []
+    if cfg.dedup.exact:
+        output = layout.duplicates_uri(cfg, build_id)
+        plans.append(_finish(plan_exact_dedup(ingested, output, cfg), output))
+    if cfg.dedup.url:
+        output = storage.join(cfg.work_root, build_id, "dedup", "url_duplicates.parquet")
+        plans.append(_finish(plan_url_dedup(ingested, output, cfg), output))
+    return plans
+
+
+def run_signatures(cfg: BuildConfig, build_id: str, ingested: str) -> str | None:
+    """MinHash signatures of one ingest shard (near-dup dedup step 1, mapped per shard)."""
+    if not cfg.dedup.near:
+        return None
+    output = lsh.signatures_uri(cfg, build_id, storage.name(ingested).removesuffix(".parquet"))
+    return _finish(compute_signatures([ingested], output, cfg), output)
+
+
+def near_dedup_tasks(cfg: BuildConfig) -> list[tuple[list[int], int]]:
+    """(bands, partition) of each candidates task (near-dup dedup step 2); none when near-dup is off."""
+    return lsh.lsh_tasks(cfg) if cfg.dedup.near else []
+
+
+def run_candidates(cfg: BuildConfig, build_id: str, signatures: list[str], bands: list[int], partition: int) -> str:
+    """Candidate edges of one band group x hash partition, against this build and the published index."""
+    output = lsh.candidates_uri(cfg, build_id, bands, partition)
+    return _finish(find_candidates(signatures, output, cfg, bands, partition), output)
+
+
+def run_resolve_near(cfg: BuildConfig, build_id: str, edges: list[str]) -> list[str]:
+    """Union-find over every candidate edge -> the near-duplicates table (step 3, one global task)."""
+    if not edges:
+        return []
+    output = lsh.near_duplicates_uri(cfg, build_id)
+    return [_finish(resolve_duplicates(edges, output, cfg), output)]
+
+
+def run_index_update(cfg: BuildConfig, build_id: str, signatures: list[str]) -> None:
+    """After publishing: add the published documents' signatures to the cross-build dedup index."""
+    if not (cfg.dedup.near and cfg.dedup.cross_build and signatures):
+        return
+    release = layout.release_uri(cfg, build_id)
+    data = [storage.join(release, f["path"]) for f in read_manifest(cfg, build_id)["files"]]
+    log.info(add_to_index(signatures, data, cfg, build_id).summary())
 
 
 def _next_shard(cfg: BuildConfig, build_id: str, stage: str, previous: str) -> str:
@@ -87,7 +134,8 @@ def run_fetch(cfg: BuildConfig, build_id: str, ingested: str) -> str | None:
     return _finish(fetch_images([layout.pairs_uri(ingested)], output, cfg), output)
 
 
-def run_filter(cfg: BuildConfig, build_id: str, ingested: str, duplicates: str | list[str]) -> str:
+def run_filter(cfg: BuildConfig, build_id: str, ingested: str, duplicates: list[str]) -> str:
+    """Takedowns, then the dedup tables in order (exact, URL, near: the first reason wins), then the rules."""
     output = _next_shard(cfg, build_id, "filter", ingested)
     return _finish(filter_shard([ingested], output, cfg, duplicates=duplicates), output)
 
@@ -150,13 +198,17 @@ def run_build(cfg: BuildConfig, progress: bool = False) -> dict:
     cfg = load_build_config(config_uri)
     ingested = [run_ingest(cfg, build_id, s) for s in _bar(shards, "ingest", progress)]
     fetched = [run_fetch(cfg, build_id, u) for u in _bar(ingested, "fetch", progress)]
-    duplicates = run_dedup(cfg, build_id, ingested)
+    signatures = [u for u in (run_signatures(cfg, build_id, i) for i in _bar(ingested, "minhash", progress)) if u]
+    edges = [run_candidates(cfg, build_id, signatures, bands, part) for bands, part in near_dedup_tasks(cfg)]
+    duplicates = run_dedup(cfg, build_id, ingested) + run_resolve_near(cfg, build_id, edges)
     filtered = [run_filter(cfg, build_id, u, duplicates) for u in _bar(ingested, "filter", progress)]
     scored = [run_score(cfg, build_id, u) for u in _bar(filtered, "score", progress)]
     plan = run_select_plan(cfg, build_id, scored)
     selected = [run_select(cfg, build_id, u, plan) for u in _bar(scored, "select", progress)]
     report = run_gate_step(cfg, build_id, ingested, filtered, scored, selected)
     manifest = run_publish(cfg, build_id, selected) if cfg.publish.enabled else None
+    if manifest:
+        run_index_update(cfg, build_id, signatures)
     return {
         "build_id": build_id,
         "rows": report.rows,

@@ -2,7 +2,8 @@
 ### Weekly corpus build
 
 Turns the week's crawl into a curated corpus release:
-`prepare -> ingest (+ image fetch) -> exact dedup -> filter -> score -> select -> gate -> publish`,
+`prepare -> ingest (+ image fetch) -> dedup (exact, URL, MinHash LSH) -> filter -> score -> select
+-> gate -> publish -> dedup index update`,
 per-shard steps mapped over shard batches.
 
 * **Schedule**: Mondays 03:00 UTC; each run covers the previous week (its data interval) and
@@ -34,6 +35,7 @@ from airflow.sdk import (
     RetryAction,
     RetryRule,
     TaskGroup,
+    TriggerRule,
     dag,
     get_current_context,
     task,
@@ -184,14 +186,41 @@ def corpus_build():
         cfg = load_build_config(build["config_uri"])
         return [uri for uri in (run_fetch(cfg, build["build_id"], u) for u in batch) if uri]
 
-    @task
-    def dedup_exact(ingested: list, build: dict) -> str:
-        from curation.pipeline import load_build_config, run_dedup
+    @task(map_index_template="{{ shard_names }}")
+    def minhash(batch: list[str], build: dict) -> list[str]:
+        """Near-dup step 1: MinHash signatures per shard."""
+        from curation.pipeline import load_build_config, run_signatures
 
-        return run_dedup(load_build_config(build["config_uri"]), build["build_id"], _flatten(ingested))
+        _name_shards(batch)
+        cfg = load_build_config(build["config_uri"])
+        return [uri for uri in (run_signatures(cfg, build["build_id"], u) for u in batch) if uri]
+
+    @task
+    def lsh_tasks(build: dict) -> list:
+        from curation.pipeline import load_build_config, near_dedup_tasks
+
+        return [[bands, partition] for bands, partition in near_dedup_tasks(load_build_config(build["config_uri"]))]
+
+    @task(map_index_template="{{ lsh_task_name }}")
+    def lsh_candidates(lsh_task: list, signatures: list, build: dict) -> str:
+        """Near-dup step 2: candidate edges of a band group x hash partition (this build + published index)."""
+        from curation.pipeline import load_build_config, run_candidates
+
+        bands, partition = lsh_task
+        get_current_context()["lsh_task_name"] = f"bands {bands[0]}-{bands[-1]}, partition {partition}"
+        cfg = load_build_config(build["config_uri"])
+        return run_candidates(cfg, build["build_id"], _flatten(signatures), bands, partition)
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def dedup_plans(ingested: list, edges: list, build: dict) -> list[str]:
+        """Build-wide exact and URL plans, and near-dup step 3 (union-find over the edges)."""
+        from curation.pipeline import load_build_config, run_dedup, run_resolve_near
+
+        cfg = load_build_config(build["config_uri"])
+        return run_dedup(cfg, build["build_id"], _flatten(ingested)) + run_resolve_near(cfg, build["build_id"], list(edges or []))
 
     @task(map_index_template="{{ shard_names }}")
-    def filter_shards(batch: list[str], build: dict, duplicates: str) -> list[str]:
+    def filter_shards(batch: list[str], build: dict, duplicates: list[str]) -> list[str]:
         from curation.pipeline import load_build_config, run_filter
 
         _name_shards(batch)
@@ -236,7 +265,7 @@ def corpus_build():
         }
 
     @task(outlets=[CORPUS_ALIAS])
-    def publish(selected: list, build: dict, gate_result: dict) -> str:
+    def publish(selected: list, build: dict, gate_result: dict) -> str | None:
         from curation.pipeline import load_build_config, run_publish
 
         cfg = load_build_config(build["config_uri"])
@@ -247,12 +276,21 @@ def corpus_build():
         get_current_context()["outlet_events"][CORPUS_ALIAS].add(Asset(f"corpus/{cfg.publish.corpus}"), extra=extra)
         return manifest
 
+    @task
+    def update_dedup_index(signatures: list, build: dict, manifest: str) -> None:
+        """After publishing only: add the published documents to the cross-build dedup index."""
+        from curation.pipeline import load_build_config, run_index_update
+
+        run_index_update(load_build_config(build["config_uri"]), build["build_id"], _flatten(signatures))
+
     build = prepare()
     with TaskGroup("ingest_stage", tooltip="WARC -> documents and image-text candidates; image fetching"):
         ingested = ingest.partial(build=build).expand(batch=shard_batches(build))
         fetch_images.partial(build=build).expand(batch=ingested)
-    with TaskGroup("dedup_stage", tooltip="exact duplicates over the whole build"):
-        duplicates = dedup_exact(ingested, build)
+    with TaskGroup("dedup_stage", tooltip="exact, URL and MinHash LSH near-duplicates, also against published releases"):
+        signatures = minhash.partial(build=build).expand(batch=ingested)
+        edges = lsh_candidates.partial(signatures=signatures, build=build).expand(lsh_task=lsh_tasks(build))
+        duplicates = dedup_plans(ingested, edges, build)
     with TaskGroup("score_stage", tooltip="takedowns, dedup removal, heuristic rules; fastText scores and PII"):
         filtered = filter_shards.partial(build=build, duplicates=duplicates).expand(batch=ingested)
         scored = score.partial(build=build).expand(batch=filtered)
@@ -260,7 +298,8 @@ def corpus_build():
         plan = select_plan(scored, build)
         selected = select.partial(build=build, plan=plan).expand(batch=scored)
     gate_result = gate(ingested, filtered, scored, selected, build)
-    publish(selected, build, gate_result)
+    manifest = publish(selected, build, gate_result)
+    update_dedup_index(signatures, build, manifest)
 
 
 corpus_build()

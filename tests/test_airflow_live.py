@@ -56,6 +56,9 @@ def live(tmp_path_factory, sample_crawl, s3_server):
                 "release_root": str(root / "releases"),
                 "state_root": str(root / "state"),
                 "gate": {"documents_suite": str(ROOT / "expectations" / "documents.json")},
+                # Every week here re-reads the same sample crawl; with cross-build dedup on, each
+                # later week would (rightly) drop everything already published.
+                "dedup": {"cross_build": False},
             }
         )
     )

@@ -124,15 +124,33 @@ def test_build_publishes_to_s3_and_reads_back_with_boto3(s3_bucket, build_config
 def test_blocklisted_documents_are_dropped_as_takedown(build_config):
     from curation.takedown import add_to_blocklist
 
-    cfg = build_config(build_id="td-1")
+    # Cross-build dedup off: the second build re-reads the same crawl and must differ only by takedowns.
+    cfg = build_config(build_id="td-1", dedup={"cross_build": False})
     run_build(cfg)
     published = pq.read_table(Path(layout.release_uri(cfg, "td-1")) / "data")
     urls, hashes = published["url"].to_pylist()[:3], published["text_hash"].to_pylist()[3:5]
     assert add_to_blocklist(cfg, "url", urls, ticket="DMCA-1") == 3
     assert add_to_blocklist(cfg, "url", urls, ticket="DMCA-1") == 0  # already there
     assert add_to_blocklist(cfg, "text_hash", hashes, ticket="DMCA-2") == 2
-    summary = run_build(build_config(build_id="td-2"))
+    summary = run_build(build_config(build_id="td-2", dedup={"cross_build": False}))
     assert summary["funnel"]["filter"]["dropped"]["takedown"] >= 5
     again = pq.read_table(Path(layout.release_uri(cfg, "td-2")) / "data")
     assert not set(urls) & set(again["url"].to_pylist())
     assert not set(hashes) & set(again["text_hash"].to_pylist())
+
+
+def test_next_build_drops_near_duplicates_of_published_documents(build_config):
+    first = build_config(build_id="2026-W46")
+    run_build(first)
+    published = set(pq.read_table(Path(layout.release_uri(first, "2026-W46")) / "data")["doc_id"].to_pylist())
+    # The same crawl again a week later: everything it would publish is already out there.
+    with pytest.raises(GateFailure, match="dedup ratio"):
+        run_build(build_config(build_id="2026-W47"))
+    near = pq.read_table(storage.join(first.work_root, "2026-W47", "dedup", "near_duplicates.parquet")).to_pylist()
+    # Every document published last week is dropped this week, each pointing at its published twin.
+    twins = {r["doc_id"] for r in near if r["kept_doc_id"] in published}
+    assert published <= twins and {r["reason"] for r in near} == {"dup_near"}
+    # A build that failed its gate is not added to the index: only the published build is in it.
+    from curation.dedup.index import current_manifest
+
+    assert list(current_manifest(first)["builds"]) == ["2026-W46"]

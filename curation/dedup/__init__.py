@@ -1,1 +1,1 @@
-"""Deduplication: exact (normalized-text hash) now; URL, MinHash LSH and image dedup next."""
+"""Deduplication: exact (normalized text), URL, MinHash LSH near-duplicates (cross-build too), images."""

@@ -35,8 +35,13 @@ _SESSION_PATH = re.compile(r";(jsessionid|phpsessid|sid)=[^/?#]*", re.IGNORECASE
 def normalize_words(tokens: pa.Array) -> pa.Array:
     """The normalized form of each token (see the module doc); "" for tokens that are not words."""
     words = pc.utf8_lower(pc.utf8_normalize(tokens, "NFKC"))
-    words = pc.replace_substring_regex(words, r"\p{N}+", "0")
-    return pc.replace_substring_regex(words, r"[^\p{L}\p{N}]+", "")
+    # Most tokens are letters only: run the regular expressions on the others alone.
+    odd = pc.invert(pc.utf8_is_alpha(words))
+    if not pc.any(odd).as_py():
+        return words
+    fixed = pc.replace_substring_regex(pc.filter(words, odd), r"\p{N}+", "0")
+    fixed = pc.replace_substring_regex(fixed, r"[^\p{L}\p{N}]+", "")
+    return pc.replace_with_mask(words, odd, fixed)
 
 
 def normalize_url(url: str | None) -> str | None:
