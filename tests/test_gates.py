@@ -86,7 +86,13 @@ def shifted(baseline, tmp_path_factory):
     base = baseline[0]
     root = tmp_path_factory.mktemp("shifted")
     shutil.copytree(base.release_root, root / "releases")
-    update = {"build_id": "2026-W11", "work_root": str(root / "work"), "release_root": str(root / "releases")}
+    # Its own state root: a fresh cross-build dedup index, so the same crawl is not all near-duplicates.
+    update = {
+        "build_id": "2026-W11",
+        "work_root": str(root / "work"),
+        "release_root": str(root / "releases"),
+        "state_root": str(root / "state"),
+    }
     cfg = load_config(overrides=base.model_dump(mode="json") | update | MULTILINGUAL)
     with pytest.raises(GateFailure) as failure:
         run_build(cfg)
@@ -110,7 +116,8 @@ def test_good_build_passes_every_check_and_stores_its_profile(baseline, build_co
     assert metrics["kept_rows"] == report.rows == published.num_rows == summary["rows"] > 100
     assert metrics["language_mix"] == {"en": 1.0}
     extracted = funnel["ingest"]["rows_out"]
-    assert metrics["dedup_ratio"] == pytest.approx(funnel["filter"]["dropped"]["dup_exact"] / extracted)
+    duplicates = sum(n for reason, n in funnel["filter"]["dropped"].items() if reason.startswith("dup_"))
+    assert metrics["dedup_ratio"] == pytest.approx(duplicates / extracted)
     assert metrics["toxicity_rate"] == pytest.approx(funnel["filter"]["dropped"]["toxicity"] / extracted)
     assert 0 < metrics["toxicity_rate"] < 0.25 and 0 < metrics["dedup_ratio"] < 0.5
     assert metrics["scores"]["n_words"]["mean"] == pytest.approx(pc.mean(published["n_words"]).as_py())
@@ -179,7 +186,9 @@ def test_all_documents_toxic_fails_the_gate(build_config):
     report = _report(cfg, "toxic")
     assert {"toxicity rate", "stage kept ratio: filter"} <= set(_failed_names(report))
     assert "[critical] toxicity rate: observed" in message and "[critical] stage kept ratio: filter" in message
-    assert report.rows == 0 and report.metrics["toxicity_rate"] > 0.85
+    assert (
+        report.rows == 0 and report.metrics["toxicity_rate"] > 0.75
+    )  # far above the 0.25 ceiling; near-dup dedup removes some pages first
     assert not _published(cfg, "toxic") and _latest(cfg) is None
 
 
