@@ -86,7 +86,9 @@ class FaultyProxy:
                     for key, value in response.getheaders():
                         if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
                             self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(data)))
+                    # A HEAD answer has no body but tells the object's length: pass it on as is.
+                    length = response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                    self.send_header("Content-Length", length)
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(data)
