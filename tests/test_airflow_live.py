@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,8 @@ def test_schedule_and_api_trigger_build_and_emit_the_corpus_asset(live):
     manifest = storage.read_json(str(live["root"] / "releases" / "web-en" / "api-run" / "manifest.json"))
     assert manifest["rows"] > 0
 
-    events = server.get(f"/api/v2/assets/events?source_dag_id={DAG}&source_run_id={run_id}")["asset_events"]
+    query = urllib.parse.urlencode({"source_dag_id": DAG, "source_run_id": run_id})  # run ids hold '+'
+    events = server.get(f"/api/v2/assets/events?{query}")["asset_events"]
     assert [e["extra"]["build_id"] for e in events] == ["api-run"]
     assert events[0]["extra"]["manifest"].endswith("web-en/api-run/manifest.json")
     assets = server.get("/api/v2/assets?name_pattern=corpus")["assets"]
