@@ -365,7 +365,7 @@ def train_demo_classifiers_cmd(
 def train_filter_network_cmd(
     output: Annotated[str, typer.Option("--output", "-o", help="checkpoint to write (local or s3://), e.g. models/dfn.pt")],
     pairs: Annotated[
-        Optional[list[str]], typer.Option("--pairs", help="Parquet with caption + image columns; file, glob or prefix/")
+        Optional[list[str]], typer.Option("--pairs", help="Parquet with pair_id, caption, image; file, glob or prefix/")
     ] = None,
     demo_pairs: Annotated[int, typer.Option(help="train on this many synthetic seed pairs instead of --pairs")] = 0,
     fine_tune: Annotated[bool, typer.Option(help="fine-tune the config's `clip` model instead of training the tiny one")] = False,
@@ -376,12 +376,14 @@ def train_filter_network_cmd(
     lr: float = 2e-3,
     holdout: Annotated[float, typer.Option(help="share of pairs held out for the evaluation report")] = 0.2,
     seed: int = 0,
+    cpu_threads: Annotated[Optional[int], typer.Option(help="torch threads on CPU (1 is fastest for the tiny model)")] = None,
 ) -> None:
     """Train a DFN-style CLIP filter network on high-quality pairs; writes MODEL, MODEL.sha256, MODEL.eval.json."""
     import pyarrow as pa
 
     from curation import storage
     from curation.errors import ConfigError
+    from curation.scoring.clip import read_pairs
     from curation.scoring.filter_network import TrainSettings, make_seed_pairs, train_filter_network
 
     try:
@@ -390,10 +392,14 @@ def train_filter_network_cmd(
             table = make_seed_pairs(demo_pairs, seed)
         elif pairs:
             uris = storage.expand_inputs(pairs)
-            table = pa.concat_tables([storage.read_table(u, columns=["pair_id", "caption", "image"]) for u in uris])
+            if not uris:
+                raise ConfigError(f"no files match --pairs {pairs}")
+            table = pa.concat_tables([read_pairs(u, columns=["pair_id", "caption", "image"]) for u in uris])
         else:
             raise ConfigError("give --pairs (Parquet with pair_id, caption, image) or --demo-pairs N")
-        settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, holdout_fraction=holdout, seed=seed)
+        settings = TrainSettings(
+            epochs=epochs, batch_size=batch_size, lr=lr, holdout_fraction=holdout, seed=seed, cpu_threads=cpu_threads
+        )
         ref, report = train_filter_network(
             table, output, base=cfg.clip if fine_tune else None, settings=settings, max_image_pixels=cfg.clip.max_image_pixels
         )

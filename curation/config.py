@@ -419,6 +419,15 @@ class BuildConfig(_Section):
     dedup: DedupConfig = DedupConfig()
     scoring: ScoringConfig = ScoringConfig()
     select: SelectConfig = SelectConfig()
+    # Image-text pairs (when images are fetched): DataComp's CLIP-score top 30%, and the NSFW head's
+    # score when one is configured (a rule over a column with no values is inactive).
+    select_pairs: SelectConfig = SelectConfig(
+        id_column="pair_id",
+        rules=[
+            SelectRule(column="nsfw_score", keep="below", threshold=0.5, reason="nsfw"),
+            SelectRule(column="clip_score", keep="above", top_fraction=0.3, reason="clip_score"),
+        ],
+    )
 
     @field_validator("build_id")
     @classmethod

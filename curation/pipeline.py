@@ -12,6 +12,7 @@ from curation import layout, storage
 from curation.config import BuildConfig, load_config
 from curation.dedup import lsh
 from curation.dedup.exact import plan_exact_dedup, plan_url_dedup
+from curation.dedup.images import compute_image_keys, plan_image_dedup
 from curation.dedup.index import add_to_index
 from curation.dedup.lsh import find_candidates, resolve_duplicates
 from curation.dedup.minhash import compute_signatures
@@ -21,6 +22,7 @@ from curation.gates import GateReport, run_gate
 from curation.ingest.cc_paths import resolve_inputs
 from curation.ingest.fetch import fetch_images
 from curation.ingest.warc import ingest
+from curation.pairs import filter_pairs
 from curation.publish import publish, read_manifest
 from curation.scoring.documents import score_shard
 from curation.select import describe_plan, plan_selection, select_shard
@@ -134,6 +136,44 @@ def run_fetch(cfg: BuildConfig, build_id: str, ingested: str) -> str | None:
     return _finish(fetch_images([layout.pairs_uri(ingested)], output, cfg), output)
 
 
+def run_clip(cfg: BuildConfig, build_id: str, fetched: str) -> str:
+    """CLIP image-text similarity, image embedding and NSFW score of one fetched pairs shard (GPU queue)."""
+    from curation.scoring.clip import score_pairs_shard  # torch + open_clip: only where pairs are scored
+
+    output = _next_shard(cfg, build_id, "clip", fetched)
+    return _finish(score_pairs_shard([fetched], output, cfg), output)
+
+
+def run_image_keys(cfg: BuildConfig, build_id: str, clipped: str) -> str:
+    """Image dedup step 1 (mapped): sha256 + perceptual hash (+ embedding) per pair, no image bytes."""
+    output = _next_shard(cfg, build_id, "image_keys", clipped)
+    return _finish(compute_image_keys([clipped], output, cfg), output)
+
+
+def run_image_dedup(cfg: BuildConfig, build_id: str, keys: list[str]) -> str:
+    """Image dedup step 2 (global): exact, perceptual and (optionally) semantic duplicates."""
+    output = storage.join(cfg.work_root, build_id, "dedup", "image_duplicates.parquet")
+    return _finish(plan_image_dedup(keys, output, cfg), output)
+
+
+def run_pairs_filter(cfg: BuildConfig, build_id: str, clipped: str, duplicates: str) -> str:
+    output = _next_shard(cfg, build_id, "pairs_dedup", clipped)
+    return _finish(filter_pairs([clipped], output, cfg, [duplicates]), output)
+
+
+def run_pairs_select_plan(cfg: BuildConfig, build_id: str, pairs: list[str]) -> str:
+    """Build-wide cuts for pairs (e.g. CLIP-score top 30% over every shard, DataComp-style)."""
+    output = storage.join(cfg.work_root, build_id, "select_pairs", "plan.json")
+    plan = plan_selection(pairs, output, cfg, select=cfg.select_pairs)
+    log.info("pairs selection plan %s:\n%s", output, describe_plan(plan))
+    return output
+
+
+def run_pairs_select(cfg: BuildConfig, build_id: str, pairs: str, plan: str) -> str:
+    output = _next_shard(cfg, build_id, "select_pairs", pairs)
+    return _finish(select_shard([pairs], output, cfg, plan, select=cfg.select_pairs), output)
+
+
 def run_filter(cfg: BuildConfig, build_id: str, ingested: str, duplicates: list[str]) -> str:
     """Takedowns, then the dedup tables in order (exact, URL, near: the first reason wins), then the rules."""
     output = _next_shard(cfg, build_id, "filter", ingested)
@@ -172,15 +212,17 @@ def funnel(ingested: list[str], *later: list[str]) -> list[StageStats]:
     return stages
 
 
-def run_gate_step(cfg: BuildConfig, build_id: str, ingested: list[str], *later: list[str]) -> GateReport:
-    """Gate the last stage's shards, with the funnel of every stage before it."""
+def run_gate_step(
+    cfg: BuildConfig, build_id: str, ingested: list[str], *later: list[str], pairs: list[str] | None = None
+) -> GateReport:
+    """Gate the last stage's shards (and the selected pairs), with the funnel of every stage before it."""
     kept = later[-1] if later else []
-    return run_gate(kept, layout.gate_report_uri(cfg, build_id), cfg, build_id, funnel(ingested, *later))
+    return run_gate(kept, layout.gate_report_uri(cfg, build_id), cfg, build_id, funnel(ingested, *later), pairs=pairs or None)
 
 
-def run_publish(cfg: BuildConfig, build_id: str, kept: list[str], force: bool = False) -> str:
+def run_publish(cfg: BuildConfig, build_id: str, kept: list[str], force: bool = False, pairs: list[str] | None = None) -> str:
     output = layout.release_uri(cfg, build_id)
-    stats = publish(kept, output, cfg, build_id, layout.gate_report_uri(cfg, build_id), force=force)
+    stats = publish(kept, output, cfg, build_id, layout.gate_report_uri(cfg, build_id), force=force, pairs=pairs or None)
     log.info(stats.summary())
     return stats.outputs[0]
 
@@ -191,13 +233,8 @@ def _finish(stats: StageStats, output: str) -> str:
     return output
 
 
-def run_build(cfg: BuildConfig, progress: bool = False) -> dict:
-    """Run the whole pipeline in this process; returns a summary (raises GateFailure on a failed gate)."""
-    build_id = cfg.resolved_build_id()
-    config_uri, shards = prepare(cfg, build_id)
-    cfg = load_build_config(config_uri)
-    ingested = [run_ingest(cfg, build_id, s) for s in _bar(shards, "ingest", progress)]
-    fetched = [run_fetch(cfg, build_id, u) for u in _bar(ingested, "fetch", progress)]
+def run_documents_path(cfg: BuildConfig, build_id: str, ingested: list[str], progress: bool = False) -> dict[str, list[str]]:
+    """Ingested documents -> dedup (exact, URL, near) -> filter -> score -> build-wide selection."""
     signatures = [u for u in (run_signatures(cfg, build_id, i) for i in _bar(ingested, "minhash", progress)) if u]
     edges = [run_candidates(cfg, build_id, signatures, bands, part) for bands, part in near_dedup_tasks(cfg)]
     duplicates = run_dedup(cfg, build_id, ingested) + run_resolve_near(cfg, build_id, edges)
@@ -205,18 +242,41 @@ def run_build(cfg: BuildConfig, progress: bool = False) -> dict:
     scored = [run_score(cfg, build_id, u) for u in _bar(filtered, "score", progress)]
     plan = run_select_plan(cfg, build_id, scored)
     selected = [run_select(cfg, build_id, u, plan) for u in _bar(scored, "select", progress)]
-    report = run_gate_step(cfg, build_id, ingested, filtered, scored, selected)
-    manifest = run_publish(cfg, build_id, selected) if cfg.publish.enabled else None
+    return {"signatures": signatures, "filtered": filtered, "scored": scored, "selected": selected}
+
+
+def run_build(cfg: BuildConfig, progress: bool = False) -> dict:
+    """Run the whole pipeline in this process; returns a summary (raises GateFailure on a failed gate)."""
+    build_id = cfg.resolved_build_id()
+    config_uri, shards = prepare(cfg, build_id)
+    cfg = load_build_config(config_uri)
+    ingested = [run_ingest(cfg, build_id, s) for s in _bar(shards, "ingest", progress)]
+    fetched = [u for u in (run_fetch(cfg, build_id, i) for i in _bar(ingested, "fetch", progress)) if u]
+    docs = run_documents_path(cfg, build_id, ingested, progress)
+    pairs = run_pairs_path(cfg, build_id, fetched, progress)
+    report = run_gate_step(cfg, build_id, ingested, docs["filtered"], docs["scored"], docs["selected"], pairs=pairs)
+    manifest = run_publish(cfg, build_id, docs["selected"], pairs=pairs) if cfg.publish.enabled else None
     if manifest:
-        run_index_update(cfg, build_id, signatures)
+        run_index_update(cfg, build_id, docs["signatures"])
     return {
         "build_id": build_id,
         "rows": report.rows,
         "gate_report": report.report_uri,
         "manifest": manifest,
         "funnel": report.funnel,
-        "fetched": [u for u in fetched if u],
+        "pairs": pairs,
     }
+
+
+def run_pairs_path(cfg: BuildConfig, build_id: str, fetched: list[str], progress: bool = False) -> list[str]:
+    """Fetched pairs -> CLIP scores -> image dedup -> build-wide selection; [] when nothing was fetched."""
+    if not fetched:
+        return []
+    clipped = [run_clip(cfg, build_id, u) for u in _bar(fetched, "clip", progress)]
+    duplicates = run_image_dedup(cfg, build_id, [run_image_keys(cfg, build_id, u) for u in clipped])
+    deduped = [run_pairs_filter(cfg, build_id, u, duplicates) for u in clipped]
+    plan = run_pairs_select_plan(cfg, build_id, deduped)
+    return [run_pairs_select(cfg, build_id, u, plan) for u in deduped]
 
 
 def _bar(items: list, label: str, enabled: bool) -> list:

@@ -249,13 +249,60 @@ def corpus_build():
         cfg = load_build_config(build["config_uri"])
         return [run_select(cfg, build["build_id"], uri, plan) for uri in batch]
 
+    @task(map_index_template="{{ shard_names }}", queue="clip")
+    def clip_scores(batch: list[str], build: dict) -> list[str]:
+        """CLIP similarity, embeddings and NSFW score per fetched pairs shard: the GPU queue's work."""
+        from curation.pipeline import load_build_config, run_clip
+
+        _name_shards(batch)
+        cfg = load_build_config(build["config_uri"])
+        return [run_clip(cfg, build["build_id"], uri) for uri in batch]
+
+    @task(map_index_template="{{ shard_names }}")
+    def image_keys(batch: list[str], build: dict) -> list[str]:
+        from curation.pipeline import load_build_config, run_image_keys
+
+        _name_shards(batch)
+        cfg = load_build_config(build["config_uri"])
+        return [run_image_keys(cfg, build["build_id"], uri) for uri in batch]
+
+    @task
+    def image_dedup(keys: list, build: dict) -> str | None:
+        from curation.pipeline import load_build_config, run_image_dedup
+
+        flat = _flatten(keys)
+        return run_image_dedup(load_build_config(build["config_uri"]), build["build_id"], flat) if flat else None
+
+    @task(map_index_template="{{ shard_names }}")
+    def pairs_dedup(batch: list[str], build: dict, duplicates: str | None) -> list[str]:
+        from curation.pipeline import load_build_config, run_pairs_filter
+
+        _name_shards(batch)
+        cfg = load_build_config(build["config_uri"])
+        return [run_pairs_filter(cfg, build["build_id"], uri, duplicates) for uri in batch]
+
+    @task
+    def pairs_select_plan(pairs: list, build: dict) -> str | None:
+        from curation.pipeline import load_build_config, run_pairs_select_plan
+
+        flat = _flatten(pairs)
+        return run_pairs_select_plan(load_build_config(build["config_uri"]), build["build_id"], flat) if flat else None
+
+    @task(map_index_template="{{ shard_names }}")
+    def pairs_select(batch: list[str], build: dict, plan: str | None) -> list[str]:
+        from curation.pipeline import load_build_config, run_pairs_select
+
+        _name_shards(batch)
+        cfg = load_build_config(build["config_uri"])
+        return [run_pairs_select(cfg, build["build_id"], uri, plan) for uri in batch]
+
     @task(retries=0)
-    def gate(ingested: list, filtered: list, scored: list, selected: list, build: dict) -> dict:
+    def gate(ingested: list, filtered: list, scored: list, selected: list, pairs: list, build: dict) -> dict:
         from curation.pipeline import load_build_config, run_gate_step
 
         cfg = load_build_config(build["config_uri"])
         stages = [_flatten(x) for x in (filtered, scored, selected)]
-        report = run_gate_step(cfg, build["build_id"], _flatten(ingested), *stages)
+        report = run_gate_step(cfg, build["build_id"], _flatten(ingested), *stages, pairs=_flatten(pairs))
         return {
             "rows": report.rows,
             "report": report.report_uri,
@@ -265,13 +312,13 @@ def corpus_build():
         }
 
     @task(outlets=[CORPUS_ALIAS])
-    def publish(selected: list, build: dict, gate_result: dict) -> str | None:
+    def publish(selected: list, pairs: list, build: dict, gate_result: dict) -> str | None:
         from curation.pipeline import load_build_config, run_publish
 
         cfg = load_build_config(build["config_uri"])
         if not cfg.publish.enabled:
             raise AirflowSkipException(f"dry run: publish is off; gate report {gate_result['report']}")
-        manifest = run_publish(cfg, build["build_id"], _flatten(selected))
+        manifest = run_publish(cfg, build["build_id"], _flatten(selected), pairs=_flatten(pairs))
         extra = {"manifest": manifest, "build_id": build["build_id"], "rows": gate_result["rows"]}
         get_current_context()["outlet_events"][CORPUS_ALIAS].add(Asset(f"corpus/{cfg.publish.corpus}"), extra=extra)
         return manifest
@@ -286,7 +333,7 @@ def corpus_build():
     build = prepare()
     with TaskGroup("ingest_stage", tooltip="WARC -> documents and image-text candidates; image fetching"):
         ingested = ingest.partial(build=build).expand(batch=shard_batches(build))
-        fetch_images.partial(build=build).expand(batch=ingested)
+        fetched = fetch_images.partial(build=build).expand(batch=ingested)
     with TaskGroup("dedup_stage", tooltip="exact, URL and MinHash LSH near-duplicates, also against published releases"):
         signatures = minhash.partial(build=build).expand(batch=ingested)
         edges = lsh_candidates.partial(signatures=signatures, build=build).expand(lsh_task=lsh_tasks(build))
@@ -297,8 +344,13 @@ def corpus_build():
     with TaskGroup("select_stage", tooltip="build-wide cuts (percentiles, budget), then keep/drop per shard"):
         plan = select_plan(scored, build)
         selected = select.partial(build=build, plan=plan).expand(batch=scored)
-    gate_result = gate(ingested, filtered, scored, selected, build)
-    manifest = publish(selected, build, gate_result)
+    with TaskGroup("pairs_stage", tooltip="image-text pairs: CLIP scores (queue clip), image dedup, build-wide CLIP cut"):
+        clipped = clip_scores.partial(build=build).expand(batch=fetched)
+        image_plan = image_dedup(image_keys.partial(build=build).expand(batch=clipped), build)
+        deduped = pairs_dedup.partial(build=build, duplicates=image_plan).expand(batch=clipped)
+        pairs = pairs_select.partial(build=build, plan=pairs_select_plan(deduped, build)).expand(batch=deduped)
+    gate_result = gate(ingested, filtered, scored, selected, pairs, build)
+    manifest = publish(selected, pairs, build, gate_result)
     update_dedup_index(signatures, build, manifest)
 
 

@@ -5,14 +5,15 @@
 image and caption embeddings, the quantity LAION's 0.28 threshold and DataComp/DFN percentiles
 are defined on), `clip_embedding` (L2-normalized, for dedup), `nsfw_score` (when a safety head is
 configured) and `image_error` (why a row has no score). Bad images never raise: an undecodable
-file is `image_undecodable`, one whose header announces more than `max_image_pixels` pixels (a
-decompression bomb) is `image_too_large`, both found before any pixel is decoded.
+file is `image_undecodable`, and one whose header announces more than `max_image_pixels` pixels
+(a decompression bomb) is `image_too_large`, refused before any pixel is decoded.
 
 Throughput: a thread pool decodes and tokenizes the next batches while the model runs the current
 one (Pillow and torch release the GIL; threads also work inside daemonic worker processes, where
-a DataLoader's child processes cannot be started). JPEGs are decoded at a reduced DCT scale when
-far larger than the model input. Pixels travel as uint8 and are normalized on the device. On
-CUDA the model runs under fp16/bf16 autocast; on CPU in fp32.
+child processes cannot be started); `decode_backend: processes` uses a torch DataLoader's worker
+processes instead, for a fast GPU whose feeding thread must not wait for the GIL. JPEGs are
+decoded at a reduced DCT scale when far larger than the model input. Pixels travel as uint8 and
+are normalized on the device. On CUDA the model runs under fp16/bf16 autocast; on CPU in fp32.
 
 Models load once per process (cached by their spec): an open_clip name + pretrained tag, an
 `hf-hub:` id, or a checkpoint file (local / s3://, sha256 checked, torch.load(weights_only=True)),
@@ -22,11 +23,13 @@ plain open_clip state dict whose architecture is `cfg.model`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import tempfile
 import threading
 import time
@@ -172,6 +175,37 @@ def _resize_crop(img: Image.Image, pre: Preprocess) -> Image.Image:
     return canvas
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run with `count` torch intra-op threads (None: leave as is), restoring the setting after."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def tokenize(tokenizer: Callable[[list[str]], torch.Tensor], texts: list[str]) -> torch.Tensor:
+    """`tokenizer(texts)`, with the same ids; open_clip's BPE tokenizer without its per-row tensor ops."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    if type(tokenizer) is not SimpleTokenizer or tokenizer.reduction_fn is not None:
+        return tokenizer(texts)
+    context, sot, eot = tokenizer.context_length, tokenizer.sot_token_id, tokenizer.eot_token_id
+    out = np.zeros((len(texts), context), dtype=np.int64)
+    for row, text in enumerate(texts):
+        tokens = [sot, *tokenizer.encode(text), eot]
+        if len(tokens) > context:  # truncated, still ending in the end-of-text token
+            tokens = tokens[:context]
+            tokens[-1] = eot
+        out[row, : len(tokens)] = tokens
+    return torch.from_numpy(out)
+
+
 # --- model loading ----------------------------------------------------------------------------
 
 
@@ -211,7 +245,8 @@ def _load_cached(
     started = time.monotonic()
     preprocess_cfg: dict[str, Any] | None = None
     if checkpoint is not None:
-        model, arch, preprocess_cfg, model_id = _load_checkpoint(name, ModelRef(uri=checkpoint[0], sha256=checkpoint[1]))
+        ref = ModelRef(uri=checkpoint[0], sha256=checkpoint[1])
+        model, arch, preprocess_cfg, model_id = _load_checkpoint(name, pretrained, ref)
         spec = f"checkpoint {checkpoint[0]}"
     else:
         arch, spec = name, f"{name}" + (f" (pretrained={pretrained})" if pretrained and not name.startswith("hf-hub:") else "")
@@ -234,14 +269,24 @@ def _load_cached(
         raise ConfigError(f"cannot build the tokenizer of CLIP model {spec}: {exc}") from exc
     preprocess = Preprocess.from_open_clip(preprocess_cfg or dict(model.visual.preprocess_cfg))
     model = model.to(torch.device(device)).eval()
-    embed_dim = int(model.text_projection.shape[1] if hasattr(model, "text_projection") else model.visual.output_dim)
+    with torch.inference_mode():  # the joint embedding width, whatever the towers are
+        embed_dim = int(model.encode_text(tokenizer([""]).to(torch.device(device))).shape[-1])
     log.info("loaded CLIP %s on %s (%s) in %.1fs", spec, device, precision, time.monotonic() - started)
     return LoadedClip(model, tokenizer, preprocess, torch.device(device), precision, model_id, embed_dim)
 
 
-def _load_checkpoint(name: str, ref: ModelRef) -> tuple[torch.nn.Module, str, dict[str, Any] | None, str]:
-    """(model, architecture name, preprocess cfg, model id) from a checkpoint file."""
+def _load_checkpoint(name: str, pretrained: str | None, ref: ModelRef) -> tuple[torch.nn.Module, str, dict[str, Any] | None, str]:
+    """(model, architecture name, preprocess cfg, model id) from a checkpoint file.
+
+    A plain open_clip state dict (e.g. DFN's or DataComp's weights copied to S3) is built as
+    `name`; when `pretrained` names the tag the weights came from, its preprocessing and
+    QuickGELU setting are used too, read from open_clip's table, with nothing downloaded:
+
+        clip: {model: ViT-L-14-quickgelu, pretrained: dfn2b,
+               checkpoint: {uri: s3://models/dfn2b/open_clip_pytorch_model.bin, sha256: ...}}
+    """
     import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
 
     path = resolve(ref)  # sha256 checked here when configured
     try:
@@ -254,19 +299,60 @@ def _load_checkpoint(name: str, ref: ModelRef) -> tuple[torch.nn.Module, str, di
     model_id = f"sha256:{ref.sha256 or sha256_file(path)}"
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         arch = register_model_config(payload["model_cfg"])
-        model = open_clip.create_model(arch, pretrained=None)
+        with quiet_random_init():
+            model = open_clip.create_model(arch, pretrained=None, pretrained_text=False)
         try:
             model.load_state_dict(payload["state_dict"], strict=True)
         except RuntimeError as exc:
             raise ConfigError(f"CLIP checkpoint {ref.uri} does not match its own model config: {exc}") from exc
         return model, arch, payload.get("preprocess_cfg"), model_id
-    # A plain open_clip state dict (e.g. a DFN / DataComp checkpoint copied to S3): architecture from cfg.
+    del payload  # open_clip's loader reads the file again and converts third-party layouts
+    tag = (get_pretrained_cfg(name, pretrained) if pretrained and not name.startswith("hf-hub:") else None) or {}
     try:
-        model = open_clip.create_model(name, pretrained=None, load_weights=False)
+        with quiet_random_init():
+            model = open_clip.create_model(
+                name, pretrained=None, load_weights=False, pretrained_text=False, force_quick_gelu=tag.get("quick_gelu", False)
+            )
         open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
     except Exception as exc:
         raise ConfigError(f"cannot load CLIP checkpoint {ref.uri} into architecture clip.model={name}: {exc}") from exc
-    return model, name, None, model_id
+    from_tag = {k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag}
+    preprocess = {**model.visual.preprocess_cfg, **from_tag}
+    return model, name, preprocess, model_id
+
+
+def save_checkpoint(
+    model: torch.nn.Module, model_cfg: dict[str, Any], preprocess: Preprocess, output: str, meta: dict[str, Any] | None = None
+) -> ModelRef:
+    """Write a self-describing checkpoint (architecture, preprocessing, weights) atomically; its ModelRef."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_cfg": model_cfg,
+        "preprocess_cfg": preprocess.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    storage.write_bytes(output, data)
+    return ModelRef(uri=output, sha256=hashlib.sha256(data).hexdigest())
+
+
+@contextlib.contextmanager
+def quiet_random_init() -> Iterator[None]:
+    """Silence open_clip's "initialized randomly" warning where the weights are loaded or trained next."""
+
+    class Quiet(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "initialized randomly" not in record.getMessage()
+
+    quiet, root = Quiet(), logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 _REGISTRY_LOCK = threading.Lock()
@@ -302,6 +388,25 @@ class _Prepared:
     tokens: torch.Tensor  # (len(rows), context_length)
     errors: list[tuple[int, str, str]]  # (row index, reason, detail)
 
+    def pin_memory(self) -> _Prepared:  # called by DataLoader(pin_memory=True) in the parent process
+        return _Prepared(self.start, self.rows, self.pixels.pin_memory(), self.tokens.pin_memory(), self.errors)
+
+
+class _BatchSource(torch.utils.data.Dataset):
+    """Batch `i` of a table, prepared in a DataLoader worker (inherited by fork: nothing is pickled)."""
+
+    def __init__(self, prepare: Callable[..., _Prepared], images: pa.Array, captions: pa.Array, size: int):
+        self.prepare, self.images, self.captions, self.size = prepare, images, captions, size
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.size)
+
+    def __getitem__(self, index: int) -> _Prepared:
+        start = index * self.size
+        length = min(self.size, len(self.images) - start)
+        images, captions = self.images.slice(start, length).to_pylist(), self.captions.slice(start, length).to_pylist()
+        return self.prepare(start, images, captions, pin=False)
+
 
 class ClipScorer:
     """Scores image-text pairs with one CLIP model (and optionally an NSFW head on its embeddings)."""
@@ -319,8 +424,8 @@ class ClipScorer:
         self._mean = torch.tensor(self.clip.preprocess.mean, device=device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(self.clip.preprocess.std, device=device).view(1, 3, 1, 1) * 255
 
-    # Columns in, prepared batches out (runs in the decode threads).
-    def _prepare(self, start: int, images: list[bytes | None], captions: list[str | None]) -> _Prepared:
+    # Columns in, prepared batches out (runs in the decode threads or processes).
+    def _prepare(self, start: int, images: list[bytes | None], captions: list[str | None], pin: bool = True) -> _Prepared:
         pre, cfg = self.clip.preprocess, self.cfg
         rows, arrays, texts, errors = [], [], [], []
         for offset, (data, caption) in enumerate(zip(images, captions, strict=True)):
@@ -336,8 +441,8 @@ class ClipScorer:
             texts.append(caption)
         height, width = pre.size
         pixels = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty((0, height, width, 3), dtype=torch.uint8)
-        tokens = self.clip.tokenizer(texts) if texts else torch.empty((0, 1), dtype=torch.long)
-        if self.clip.device.type == "cuda":
+        tokens = tokenize(self.clip.tokenizer, texts) if texts else torch.empty((0, 1), dtype=torch.long)
+        if pin and self.clip.device.type == "cuda":
             pixels, tokens = pixels.pin_memory(), tokens.pin_memory()
         return _Prepared(start, np.asarray(rows, dtype=np.int64), pixels, tokens, errors)
 
@@ -354,6 +459,19 @@ class ClipScorer:
         if workers == 0:
             yield from map(job, starts)
             return
+        if self.cfg.decode_backend == "processes":
+            if not multiprocessing.current_process().daemon:
+                loader = torch.utils.data.DataLoader(
+                    _BatchSource(self._prepare, images, captions, size),
+                    batch_size=None,
+                    num_workers=workers,
+                    prefetch_factor=2,
+                    pin_memory=self.clip.device.type == "cuda",
+                    multiprocessing_context="fork",  # the workers inherit the table and the tokenizer
+                )
+                yield from loader
+                return
+            log.warning("decode_backend=processes in a daemonic process (e.g. a Celery prefork worker): decoding in threads")
         with ThreadPoolExecutor(workers, thread_name_prefix="clip-decode") as pool:
             pending: deque = deque()
             for start in starts:
@@ -380,30 +498,33 @@ class ClipScorer:
         return (image * text).sum(-1), image, nsfw
 
     def score(self, table: pa.Table, on_batch: Callable[[int], None] | None = None) -> pa.Table:
-        """Scores for every row of `table` (pair_id, caption, image), in row order (schema SCORES)."""
+        """Scores for every row of `table` (pair_id, caption, image), in row order (schema SCORES).
+
+        `on_batch(rows)` is called after each batch (progress reporting).
+        """
         missing = [c for c in ("pair_id", "caption", "image") if c not in table.column_names]
         if missing:
             raise ConfigError(f"CLIP scoring needs columns pair_id, caption, image; the table lacks {missing}")
         n, dim = table.num_rows, self.clip.embed_dim
-        scores = np.zeros(n, np.float32)
+        scores, nsfw = np.zeros(n, np.float32), np.zeros(n, np.float32)
         embeddings = np.zeros((n, dim), np.float32)
-        nsfw = np.zeros(n, np.float32)
         errors: list[str | None] = [None] * n
         details: list[str | None] = [None] * n
         ok = np.zeros(n, bool)
         images, captions = table["image"].combine_chunks(), table["caption"].combine_chunks()
-        for batch in self._batches(images, captions):
-            for row, reason, detail in batch.errors:
-                errors[row], details[row] = reason, detail
-            if len(batch.rows):
-                score, image, head = self._forward(batch.pixels, batch.tokens)
-                scores[batch.rows] = score.cpu().numpy()
-                embeddings[batch.rows] = image.cpu().numpy()
-                if head is not None:
-                    nsfw[batch.rows] = head.cpu().numpy()
-                ok[batch.rows] = True
-            if on_batch:
-                on_batch(len(batch.rows) + len(batch.errors))
+        with torch_threads(self.cfg.cpu_threads if self.clip.device.type == "cpu" else None):
+            for batch in self._batches(images, captions):
+                for row, reason, detail in batch.errors:
+                    errors[row], details[row] = reason, detail
+                if len(batch.rows):
+                    score, image, head = self._forward(batch.pixels, batch.tokens)
+                    scores[batch.rows] = score.cpu().numpy()
+                    embeddings[batch.rows] = image.cpu().numpy()
+                    if head is not None:
+                        nsfw[batch.rows] = head.cpu().numpy()
+                    ok[batch.rows] = True
+                if on_batch:
+                    on_batch(len(batch.rows) + len(batch.errors))
         offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim)
         embedding_col = pa.ListArray.from_arrays(offsets, pa.array(embeddings.reshape(-1)), mask=pa.array(~ok))
         return pa.table(
@@ -431,24 +552,27 @@ def error_counts(scores: pa.Table) -> dict[str, int]:
 def score_pairs_shard(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
     """Per-shard stage: pairs Parquet file(s) -> the same rows with the PAIR_SCORES columns appended.
 
-    Rows that cannot be scored are dropped with their reason (`image_missing`, `image_undecodable`,
-    `image_too_large`, `caption_missing`) and written to `{stage}/dropped/`. Existing score columns
-    are replaced, so a rerun with another model rescores. Stateless per shard: map it over shards.
+    Input: PAIRS shards after fetch_images; only rows whose `status` is "ok" are read (fetch_images
+    counted and listed the others). Rows that cannot be scored are dropped with their reason
+    (`image_missing`, `image_undecodable`, `image_too_large`, `caption_missing`) and written to
+    `{stage}/dropped/`. Existing score columns are replaced, so a rerun with another model
+    rescores. Stateless per shard: map it over shards.
     """
     stats = StageStats(stage=STAGE, shard=storage.name(output).removesuffix(".parquet"))
     started = time.monotonic()
     progress = Progress(stats)
     scorer = ClipScorer(cfg.clip)
     dropped: list[pa.Table] = []
-    first = _read_pairs(inputs[0]) if inputs else pa.table({"pair_id": pa.array([], pa.string())})
+    first = read_pairs(inputs[0]) if inputs else pa.table({"pair_id": pa.array([], pa.string())})
     unscored = [f for f in first.schema if f.name not in PAIR_SCORES.names]
     schema = pa.schema(unscored + list(PAIR_SCORES))
     with storage.TableWriter(output, schema) as writer:
         for index, uri in enumerate(inputs):
-            table = first if index == 0 else _read_pairs(uri)
+            table = first if index == 0 else read_pairs(uri)
+            if "status" in table.column_names:  # fetch_images output: it counted its failures already
+                table = table.filter(pc.equal(table["status"], "ok"))
             stats.bytes_in += storage.size(uri)
-            stats.rows_in += table.num_rows
-            scores = scorer.score(table, on_batch=lambda _rows: progress.tick())
+            scores = scorer.score(table, on_batch=lambda rows: _count(stats, progress, rows))
             bad = scores["image_error"].is_valid()
             for reason, count in error_counts(scores).items():
                 stats.drop(reason, count)
@@ -468,11 +592,19 @@ def score_pairs_shard(inputs: list[str], output: str, cfg: BuildConfig) -> Stage
     return stats
 
 
-def _read_pairs(uri: str) -> pa.Table:
+def _count(stats: StageStats, progress: Progress, rows: int) -> None:
+    stats.rows_in += rows
+    progress.tick()
+
+
+def read_pairs(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file of pairs; a missing or unreadable file is a BadInputError naming it."""
     from curation.errors import BadInputError
 
     try:
-        return storage.read_table(uri)
+        return storage.read_table(uri, columns=columns)
+    except FileNotFoundError as exc:
+        raise BadInputError(f"pairs file {uri} does not exist; check the input path") from exc
     except (OSError, pa.ArrowInvalid) as exc:
         raise BadInputError(f"cannot read pairs file {uri}: {exc}. Check that it is a complete Parquet file.") from exc
 

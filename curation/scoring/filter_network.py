@@ -36,25 +36,28 @@ from curation.config import ClipConfig
 from curation.errors import ConfigError
 from curation.models import ModelRef, resolve
 from curation.scoring.clip import (
-    CHECKPOINT_FORMAT,
     ImageRejected,
     Preprocess,
     decode_image,
     load_clip,
+    quiet_random_init,
     register_model_config,
+    resolve_device,
+    save_checkpoint,
+    tokenize,
+    torch_threads,
 )
 
 log = logging.getLogger("curation.filter_network")
 
-CHECKPOINT_NAME = "filter_network.pt"
-REPORT_NAME = "filter_network.json"
+DEMO_CHECKPOINT = "filter_network.pt"
 
 # A CLIP small enough to train on 2 CPU cores in seconds: 32 px ViT (4x4 patches of 8 px),
 # a 2-layer text transformer over open_clip's BPE vocabulary, 64-d joint space.
 TINY_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 
 
@@ -192,13 +195,16 @@ def matched_vs_shuffled_auc(image_embeddings: np.ndarray, text_embeddings: np.nd
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 30
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_steps: int = 20
     holdout_fraction: float = 0.2
     seed: int = 0
+    # torch intra-op threads on CPU (None: torch's default). A tiny model trains fastest on one:
+    # its ops are too small to split, and idle threads spin where other work shares the cores.
+    cpu_threads: int | None = None
 
 
 def holdout_mask(pair_ids: list[str], fraction: float) -> np.ndarray:
@@ -220,27 +226,38 @@ def decode_all(images: list[bytes | None], pre: Preprocess, max_pixels: int, wor
         return list(pool.map(one, images, chunksize=64))
 
 
-def _normalize(pixels: np.ndarray, pre: Preprocess) -> torch.Tensor:
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255)
-    mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
+def _normalize(pixels: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the model's normalized float input (N, 3, H, W), on pixels' device."""
+    x = pixels.permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
 def train_filter_network(
     pairs: pa.Table,
-    out_dir: str,
+    output: str,
     *,
     model_cfg: dict[str, Any] | None = None,
     base: ClipConfig | None = None,
     settings: TrainSettings = TrainSettings(),
     max_image_pixels: int = 89_478_485,
+    device: str = "auto",
 ) -> tuple[ModelRef, dict[str, Any]]:
-    """Train a CLIP filter network on `pairs` (pair_id, caption, image); write it under `out_dir`.
+    """Train a CLIP filter network on `pairs` (pair_id, caption, image); write the checkpoint `output`.
 
     From scratch on the open_clip architecture `model_cfg` (default: TINY_CLIP_CONFIG), or, with
     `base`, by fine-tuning the model that ClipConfig names (DFN fine-tunes a pretrained CLIP).
-    Writes `filter_network.pt` (self-describing checkpoint), `filter_network.pt.sha256`,
-    `open_clip_config.json` and the report `filter_network.json`; returns (ModelRef, report).
+    Writes, as `curation train-classifier` does for fastText models:
+
+        MODEL.pt                 the checkpoint: open_clip model config, preprocessing, weights
+        MODEL.sha256             "<sha256>  MODEL.pt" (put the hash in clip.checkpoint.sha256)
+        MODEL.model_config.json  the open_clip model and preprocess config, for people and tools
+        MODEL.eval.json          held-out AUC (matched vs shuffled captions), top-1, losses, sizes
+
+    and returns (ModelRef, report). Pixels are held in memory as uint8, so this suits sets of up
+    to some 10^5 pairs at 224 px; for a DFN-scale set (HQITP-350M) train with open_clip's own
+    distributed trainer and point `clip.checkpoint` at its output.
     """
     import open_clip
 
@@ -255,7 +272,8 @@ def train_filter_network(
     else:
         model_cfg = model_cfg or TINY_CLIP_CONFIG
         arch = register_model_config(model_cfg)
-        model = open_clip.create_model(arch, pretrained=None)
+        with quiet_random_init():
+            model = open_clip.create_model(arch, pretrained=None)
         tokenizer = open_clip.get_tokenizer(arch)
         pre = Preprocess.from_open_clip(dict(model.visual.preprocess_cfg))
         source = "trained from scratch"
@@ -264,8 +282,8 @@ def train_filter_network(
     captions = pairs["caption"].to_pylist()
     arrays = decode_all(pairs["image"].to_pylist(), pre, max_image_pixels)
     usable = [i for i, (a, c) in enumerate(zip(arrays, captions, strict=True)) if a is not None and c is not None]
-    images = _normalize(np.stack([arrays[i] for i in usable]), pre) if usable else None
-    tokens = tokenizer([captions[i] for i in usable]) if usable else None
+    images = torch.from_numpy(np.stack([arrays[i] for i in usable])) if usable else None
+    tokens = tokenize(tokenizer, [captions[i] for i in usable]) if usable else None
     held = holdout_mask([ids[i] for i in usable], settings.holdout_fraction)
     train_idx, test_idx = np.flatnonzero(~held), np.flatnonzero(held)
     if images is None or len(train_idx) < 2 or len(test_idx) < 2:
@@ -273,26 +291,23 @@ def train_filter_network(
             f"filter network training needs usable pairs to train on and to hold out; got {len(train_idx)} and {len(test_idx)}"
         )
 
-    losses = _fit(model, images[train_idx], tokens[train_idx], settings)
+    run_on = resolve_device(device)
+    model = model.to(run_on)
+    with torch_threads(settings.cpu_threads if run_on.type == "cpu" else None):
+        losses = _fit(model, images[train_idx], tokens[train_idx], pre, settings)
     model.eval()
     with torch.inference_mode():
-        img = model.encode_image(images[test_idx], normalize=True).numpy()
-        txt = model.encode_text(tokens[test_idx], normalize=True).numpy()
+        img, txt = [], []
+        for start in range(0, len(test_idx), settings.batch_size):
+            rows = test_idx[start : start + settings.batch_size]
+            img.append(model.encode_image(_normalize(images[rows].to(run_on), pre), normalize=True).float().cpu())
+            txt.append(model.encode_text(tokens[rows].to(run_on), normalize=True).float().cpu())
+        img, txt = torch.cat(img).numpy(), torch.cat(txt).numpy()
     auc = matched_vs_shuffled_auc(img, txt, seed=settings.seed)
     top1 = float((np.argmax(img @ txt.T, axis=1) == np.arange(len(test_idx))).mean())
 
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "model_cfg": model_cfg,
-        "preprocess_cfg": pre.to_dict(),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "meta": {"source": source, "seed": settings.seed, "train_pairs": len(train_idx)},
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    ckpt_uri = storage.join(out_dir, CHECKPOINT_NAME)
-    ref = ModelRef(uri=ckpt_uri, sha256=_sha256(data))
+    meta = {"source": source, "seed": settings.seed, "train_pairs": len(train_idx)}
+    ref = save_checkpoint(model, model_cfg, pre, output, meta)
     report = {
         "model": ref.model_dump(),
         "source": source,
@@ -310,15 +325,21 @@ def train_filter_network(
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": round(time.monotonic() - started, 2),
     }
-    storage.write_bytes(ckpt_uri, data)
-    storage.write_bytes(ckpt_uri + ".sha256", f"{ref.sha256}  {CHECKPOINT_NAME}\n".encode())
-    storage.write_json(storage.join(out_dir, "open_clip_config.json"), {"model_cfg": model_cfg, "preprocess_cfg": pre.to_dict()})
-    storage.write_json(storage.join(out_dir, REPORT_NAME), report)  # last: the run is complete iff it exists
-    log.info("filter network: held-out AUC %.3f, top-1 %.3f, %s", auc, top1, ckpt_uri)
+    sha_uri, config_uri, report_uri = artifact_uris(output)
+    storage.write_bytes(sha_uri, f"{ref.sha256}  {storage.name(output)}\n".encode())
+    storage.write_json(config_uri, {"model_cfg": model_cfg, "preprocess_cfg": pre.to_dict()})
+    storage.write_json(report_uri, report)  # last: the run is complete iff its report exists
+    log.info("filter network: held-out AUC %.3f, top-1 %.3f, %s", auc, top1, output)
     return ref, report
 
 
-def _fit(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, s: TrainSettings) -> list[float]:
+def artifact_uris(output: str) -> tuple[str, str, str]:
+    """The sidecars of a checkpoint: (sha256, model config, evaluation report)."""
+    stem = output.removesuffix(".pt")
+    return stem + ".sha256", stem + ".model_config.json", stem + ".eval.json"
+
+
+def _fit(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, pre: Preprocess, s: TrainSettings) -> list[float]:
     """Contrastive training (open_clip's ClipLoss, AdamW, warmup + cosine); mean loss per epoch."""
     import open_clip
 
@@ -353,8 +374,9 @@ def _fit(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor, s: 
             idx = order[start : start + s.batch_size]
             if len(idx) < 2:
                 continue
-            image_features = model.encode_image(images[idx], normalize=True)
-            text_features = model.encode_text(tokens[idx], normalize=True)
+            device = model.logit_scale.device
+            image_features = model.encode_image(_normalize(images[idx].to(device), pre), normalize=True)
+            text_features = model.encode_text(tokens[idx].to(device), normalize=True)
             loss = loss_fn(image_features, text_features, model.logit_scale.exp())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -391,32 +413,24 @@ def _model_cfg_of(base: ClipConfig, loaded: Any) -> dict[str, Any]:
     return cfg
 
 
-def _sha256(data: bytes) -> str:
-    import hashlib
+def train_demo_filter_network(out_dir: str, seed: int = 0, pairs: int = 1200) -> ModelRef:
+    """The demo's filter network, `{out_dir}/filter_network.pt`: a tiny CLIP on synthetic seed pairs.
 
-    return hashlib.sha256(data).hexdigest()
-
-
-def train_demo_filter_network(out_dir: str, seed: int = 0, pairs: int = 2000) -> ModelRef:
-    """The demo's filter network: a tiny CLIP trained on `pairs` synthetic seed pairs.
-
-    Idempotent: if `out_dir` already holds a network trained with the same seed, size and
-    architecture, and its checkpoint still matches its recorded sha256, it is reused.
+    Idempotent: a network already there, trained with the same seed, size and architecture and
+    still matching its recorded sha256, is reused instead of trained again.
     """
-    settings = TrainSettings(seed=seed)
-    report_uri = storage.join(out_dir, REPORT_NAME)
+    settings = TrainSettings(seed=seed, cpu_threads=1)
+    output = storage.join(out_dir, DEMO_CHECKPOINT)
+    report_uri = artifact_uris(output)[2]
     if storage.exists(report_uri):
         report = storage.read_json(report_uri)
         ref = ModelRef(**report["model"])
-        if (
-            report.get("pairs") == pairs
-            and report.get("settings") == settings.__dict__
-            and report.get("model_cfg") == TINY_CLIP_CONFIG
-        ):
+        recorded = (report.get("pairs"), report.get("settings"), report.get("model_cfg"))
+        if recorded == (pairs, settings.__dict__, TINY_CLIP_CONFIG):
             try:
                 resolve(ref)
                 return ref
             except ConfigError:
-                log.warning("demo filter network in %s is damaged; training it again", out_dir)
-    ref, _ = train_filter_network(make_seed_pairs(pairs, seed), out_dir, model_cfg=TINY_CLIP_CONFIG, settings=settings)
+                log.warning("demo filter network %s is damaged; training it again", output)
+    ref, _ = train_filter_network(make_seed_pairs(pairs, seed), output, model_cfg=TINY_CLIP_CONFIG, settings=settings)
     return ref
