@@ -129,7 +129,9 @@ def filter_cmd(
 
 
 @app.command()
-def score(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+def score(
+    inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None
+) -> None:
     """Filtered shard -> the same rows with fastText quality/toxicity scores and PII counts (masked)."""
     from curation.layout import write_stats
     from curation.scoring.documents import score_shard
@@ -140,7 +142,9 @@ def score(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o
 
 
 @app.command("select-plan")
-def select_plan(inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+def select_plan(
+    inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None
+) -> None:
     """Scored shards -> the selection plan: every rule's cut computed over the whole build."""
     from curation.select import describe_plan, plan_selection
 
@@ -350,9 +354,7 @@ def train_classifier_cmd(
 
 
 @app.command("train-demo-classifiers")
-def train_demo_classifiers_cmd(
-    out_dir: str, seed: Annotated[int, typer.Option(help="same seed, same model bytes")] = 0
-) -> None:
+def train_demo_classifiers_cmd(out_dir: str, seed: Annotated[int, typer.Option(help="same seed, same model bytes")] = 0) -> None:
     """Train the demo's small quality and toxicity fastText models; print the `scoring` config that uses them."""
     import yaml
 
@@ -547,7 +549,6 @@ def dedup_near(
 ) -> None:
     """Documents shards -> near-duplicates (MinHash LSH, plus the cross-build index) to drop."""
     from curation.dedup.lsh import plan_near_dedup
-
     from curation.storage import parquet_rows
 
     try:

@@ -97,7 +97,10 @@ def test_schedule_and_api_trigger_build_and_emit_the_corpus_asset(live):
     tis = _tis(server, run_id)
     assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
     assert all(ti["state"] == "success" for ti in tis.values())
-    assert sorted(ti["rendered_map_index"] for (task, _), ti in tis.items() if task == "ingest_stage.ingest") == ["00000", "00001"]
+    assert sorted(ti["rendered_map_index"] for (task, _), ti in tis.items() if task == "ingest_stage.ingest") == [
+        "00000",
+        "00001",
+    ]
     manifest = storage.read_json(str(live["root"] / "releases" / "web-en" / "api-run" / "manifest.json"))
     assert manifest["rows"] > 0
 
