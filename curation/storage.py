@@ -69,17 +69,24 @@ def _s3_client_for(endpoint: str | None, _access_key: str | None) -> Any:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
+    config = Config(retries={"total_max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})  # 5 tries in all
     return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
 
 
 @contextlib.contextmanager
 def _s3_errors(uri: str) -> Iterator[None]:
     """Translate botocore errors: missing -> FileNotFoundError, throttling/network -> TransientError."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 
     try:
         yield
+    except S3UploadFailedError as exc:  # upload_file wraps the last ClientError of its retries
+        cause = exc.__cause__ or exc.__context__
+        code = str(cause.response.get("Error", {}).get("Code", "")) if isinstance(cause, ClientError) else ""
+        if code in _TRANSIENT_S3_CODES or any(c in str(exc) for c in _TRANSIENT_S3_CODES if len(c) > 3):
+            raise TransientError(f"S3 upload to {uri} failed after retries ({exc}); retry later") from exc
+        raise
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in {"NoSuchKey", "404", "NotFound"}:

@@ -87,3 +87,19 @@ def test_s3_failed_table_write_leaves_no_object(s3_bucket):
         writer.write(_table())
         raise RuntimeError("killed mid-write")
     assert not storage.exists(uri)
+
+
+def test_throttled_s3_upload_becomes_a_transient_error_after_five_tries(s3_server, s3_bucket, monkeypatch):
+    from curation.errors import TransientError
+    from tests.faulty_proxy import FaultyProxy
+
+    with FaultyProxy(s3_server.endpoint_url, "PUT", f"/{s3_bucket}/t.parquet", failures=100) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint_url)
+        with (
+            pytest.raises(TransientError, match="SlowDown"),
+            storage.TableWriter(f"s3://{s3_bucket}/t.parquet", _table().schema) as w,
+        ):
+            w.write(_table())
+        assert proxy.failed == 5  # the client's own retries, then the error that Airflow retries
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    assert not storage.exists(f"s3://{s3_bucket}/t.parquet")
