@@ -15,6 +15,9 @@ per-shard steps mapped over shard batches.
   unreadable inputs and gate failures fail at once (no retries).
 * **Gate**: a failed critical check fails the run and nothing is published; the task log names
   every failed check and the gate report's URI.
+* **On-call**: a failed run sends its gate outcome (or the failing task's error) through the
+  build's notifiers; a run not finished `CURATION_DEADLINE_HOURS` (12) after it was queued
+  triggers a `late` alert.
 * **On publish**: an event on the asset `corpus/<corpus>` whose extra holds the manifest URI,
   so training DAGs can be scheduled on new releases.
 
@@ -25,11 +28,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 
 from airflow.sdk import (
     Asset,
     AssetAlias,
+    AsyncCallback,
     CronDataIntervalTimetable,
+    DeadlineAlert,
+    DeadlineReference,
     ExceptionRetryPolicy,
     Param,
     RetryAction,
@@ -41,6 +48,12 @@ from airflow.sdk import (
     task,
 )
 from airflow.sdk.exceptions import AirflowSkipException
+
+sys.path.insert(0, os.path.dirname(__file__))  # sibling helper modules of this folder (Airflow 3 no longer adds it)
+from notifiers import GateNotifier
+
+# The weekly build must be done this long after it was queued, or on-call hears about it.
+DEADLINE_HOURS = float(os.environ.get("CURATION_DEADLINE_HOURS", "12"))
 
 CORPUS_ALIAS = AssetAlias("curated-corpus")
 
@@ -100,6 +113,12 @@ def _flatten(batches) -> list[str]:
     default_args=DEFAULT_ARGS,
     tags=["curation", "corpus"],
     doc_md=__doc__,
+    on_failure_callback=GateNotifier(),
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=dt.timedelta(hours=DEADLINE_HOURS),
+        callback=AsyncCallback("curation.notify.build_is_late", kwargs={"hours": DEADLINE_HOURS}),
+    ),
     params={
         "inputs": Param(
             [],

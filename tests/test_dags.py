@@ -152,3 +152,17 @@ def test_gate_override_param_publishes_and_the_manifest_records_it(dagbag, tmp_p
     assert str(run.state) == "success", states
     manifest = storage.read_json(str(tmp_path / "releases" / "web-en" / "overridden" / "manifest.json"))
     assert manifest["gate"]["override"]["reason"] == "INC-42: row-count floor is wrong this week"
+
+
+def test_train_filters_publishes_checksummed_models_that_a_build_config_accepts(dagbag, tmp_path):
+    from curation.config import load_config
+    from curation.models import resolve
+
+    dag = dagbag.dags["train_filters"]
+    run = dag.test(run_conf={"models_root": str(tmp_path / "models"), "seed": 0})
+    assert str(run.state) == "success", _states(run)
+    (models_yaml,) = (tmp_path / "models").glob("*/models.yaml")
+    overrides = yaml.safe_load(models_yaml.read_text())
+    cfg = load_config(overrides=overrides)
+    for ref in (cfg.scoring.quality.model, cfg.scoring.toxicity.model, cfg.clip.checkpoint, cfg.clip.nsfw_head):
+        assert ref.sha256 and resolve(ref).exists()  # resolve() re-checks every sha256
