@@ -12,7 +12,6 @@ this module never imports Airflow.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -212,32 +211,3 @@ def _redacted(url: str) -> str:
     """scheme://host[:port]/... : webhook paths often carry tokens, so never log them."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/..."
-
-
-# --- deadline callback (awaited by Airflow's triggerer; lives here so every component can import it)
-
-
-async def build_is_late(**kwargs) -> None:
-    await asyncio.to_thread(_notify_late, kwargs)
-
-
-def _notify_late(kwargs: dict) -> None:
-    from curation.config import load_config
-
-    cfg = load_config(os.environ.get("CURATION_CONFIG"))
-    context = kwargs.get("context") or {}
-    run = context.get("dag_run") or {}
-    run_id = run.get("run_id") if isinstance(run, dict) else getattr(run, "run_id", None)
-    hours = kwargs.get("hours")
-    summary = f"[{cfg.publish.corpus}] corpus_build run {run_id or '?'} is late: not finished {hours} h after it was queued"
-    log.error(summary)
-    event = GateEvent(
-        status="late",
-        build_id=str(run_id or ""),
-        corpus=cfg.publish.corpus,
-        summary=summary,
-        message=summary,
-        report_uri="",
-        html_uri="",
-    )
-    send(event, notifiers_from_config(cfg.gate.notify))

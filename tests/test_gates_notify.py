@@ -265,16 +265,3 @@ def test_airflow_notifier_sends_the_gate_report_of_a_failed_task(build_config, w
     assert hook["path"] == "/airflow" and hook["body"]["event"]["status"] == "failed"
     assert hook["body"]["event"]["report_uri"] == layout.gate_report_uri(cfg, "af")
     assert "toxicity rate" in {c["name"] for c in hook["body"]["event"]["failed_checks"]}
-
-
-def test_deadline_callback_sends_a_late_event_through_the_configured_notifiers(tmp_path, monkeypatch, caplog):
-    import asyncio
-
-    from curation.notify import build_is_late
-
-    config = tmp_path / "build.yaml"
-    config.write_text("publish: {corpus: web-test}\n")
-    monkeypatch.setenv("CURATION_CONFIG", str(config))
-    with caplog.at_level("ERROR"):
-        asyncio.run(build_is_late(hours=12, context={"dag_run": {"run_id": "scheduled__2026-11-23"}}))
-    assert "[web-test] corpus_build run scheduled__2026-11-23 is late" in caplog.text
