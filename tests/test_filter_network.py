@@ -19,13 +19,13 @@ from curation.cli import app
 from curation.config import ClipConfig
 from curation.models import ModelRef, resolve, sha256_file
 from curation.scoring.clip import ClipScorer, register_model_config, torch_threads
+from curation.scoring.evaluation import roc_auc_split
 from curation.scoring.filter_network import (
     TINY_CLIP_CONFIG,
     TrainSettings,
     artifact_uris,
     derangement,
     make_seed_pairs,
-    roc_auc,
     train_demo_filter_network,
     train_filter_network,
 )
@@ -50,7 +50,7 @@ def matched_vs_shuffled(scorer: ClipScorer, pairs: pa.Table) -> float:
     """AUC of each image's score with its own caption against its score with another pair's caption."""
     shuffled = pairs.set_column(1, "caption", pairs["caption"].take(pa.array(derangement(pairs.num_rows, seed=1))))
     matched, other = scorer.score(pairs)["clip_score"].to_numpy(), scorer.score(shuffled)["clip_score"].to_numpy()
-    return roc_auc(matched, other)
+    return roc_auc_split(matched, other)
 
 
 def test_trained_filter_network_scores_matched_captions_above_shuffled_on_heldout_pairs():
@@ -100,8 +100,8 @@ def test_fine_tuning_starts_from_the_configured_model(tmp_path):
 
 
 def test_roc_auc_counts_ties_as_half_and_derangement_moves_every_row():
-    assert roc_auc(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == pytest.approx(3.5 / 4)
-    assert roc_auc(np.array([1.0]), np.array([2.0])) == 0.0
+    assert roc_auc_split(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == pytest.approx(3.5 / 4)
+    assert roc_auc_split(np.array([1.0]), np.array([2.0])) == 0.0
     for n in range(2, 40):
         perm = derangement(n, seed=n)
         assert sorted(perm) == list(range(n)) and not np.any(perm == np.arange(n))

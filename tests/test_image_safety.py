@@ -16,7 +16,7 @@ from curation.config import ClipConfig
 from curation.errors import ConfigError
 from curation.models import ModelRef
 from curation.scoring.clip import ClipScorer, torch_threads
-from curation.scoring.filter_network import roc_auc
+from curation.scoring.evaluation import roc_auc_split
 from curation.scoring.image_safety import (
     LaionH14,
     artifact_uris,
@@ -56,7 +56,7 @@ def test_head_separates_the_stand_in_unsafe_pattern_on_fresh_images(clip_cfg, de
     scores = ClipScorer(clip_cfg.model_copy(update={"nsfw_head": demo_head})).score(as_pairs(fresh["image"]))
     nsfw = scores["nsfw_score"].to_numpy()
     unsafe = fresh["label"].to_numpy().astype(bool)
-    auc = roc_auc(nsfw[unsafe], nsfw[~unsafe])
+    auc = roc_auc_split(nsfw[unsafe], nsfw[~unsafe])
     print(f"stand-in unsafe pattern, fresh images: AUC {auc:.4f} ({unsafe.sum()} unsafe of {len(unsafe)})")
     assert auc >= 0.9
     assert np.all((nsfw >= 0) & (nsfw <= 1))

@@ -47,6 +47,7 @@ from curation import storage
 from curation.config import FastTextModelConfig
 from curation.errors import BadInputError, ConfigError
 from curation.models import ModelRef, resolve, sha256_file
+from curation.scoring.evaluation import roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -244,23 +245,6 @@ class TrainedClassifier:
     report: dict
     report_uri: str
     label: str
-
-
-def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    truth = truth.astype(bool)
-    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # Average ranks over runs of equal scores.
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(scores)]])
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def evaluate(scores: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict:

@@ -47,6 +47,7 @@ from curation.scoring.clip import (
     tokenize,
     torch_threads,
 )
+from curation.scoring.evaluation import roc_auc_split
 
 log = logging.getLogger("curation.filter_network")
 
@@ -162,17 +163,6 @@ def make_seed_pairs(n: int, seed: int = 0, size: int = 64, striped_share: float 
 # --- evaluation -----------------------------------------------------------------------------
 
 
-def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counting half (the Mann-Whitney U statistic)."""
-    negatives = np.sort(np.asarray(negatives, dtype=np.float64))
-    positives = np.asarray(positives, dtype=np.float64)
-    if not len(positives) or not len(negatives):
-        raise ValueError("AUC needs at least one positive and one negative")
-    below = np.searchsorted(negatives, positives, side="left")
-    at_or_below = np.searchsorted(negatives, positives, side="right")
-    return float((below + 0.5 * (at_or_below - below)).sum() / (len(positives) * len(negatives)))
-
-
 def derangement(n: int, seed: int) -> np.ndarray:
     """A permutation with no fixed point: each row gets another row's caption."""
     if n < 2:
@@ -187,7 +177,7 @@ def matched_vs_shuffled_auc(image_embeddings: np.ndarray, text_embeddings: np.nd
     """AUC of cos(image_i, caption_i) against cos(image_i, caption_j) for a shuffled j != i."""
     matched = (image_embeddings * text_embeddings).sum(1)
     shuffled = (image_embeddings * text_embeddings[derangement(len(text_embeddings), seed)]).sum(1)
-    return roc_auc(matched, shuffled)
+    return roc_auc_split(matched, shuffled)
 
 
 # --- training -------------------------------------------------------------------------------

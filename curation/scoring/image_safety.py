@@ -155,7 +155,7 @@ def train_nsfw_head(
     report: ROC AUC, and precision / recall at 0.5. `embedding_model` (the scorer's model_id)
     is stored so the head is refused next to another CLIP model.
     """
-    from curation.scoring.filter_network import roc_auc
+    from curation.scoring.evaluation import roc_auc_split
 
     started = time.monotonic()
     labels = np.asarray(labels)
@@ -196,7 +196,7 @@ def train_nsfw_head(
         "test": {
             "positives": int(truth.sum()),
             "negatives": int((~truth).sum()),
-            "roc_auc": round(roc_auc(p[truth], p[~truth]), 4),
+            "roc_auc": round(roc_auc_split(p[truth], p[~truth]), 4),
             "threshold": 0.5,
             "precision": round(float((predicted & truth).sum() / max(predicted.sum(), 1)), 4),
             "recall": round(float((predicted & truth).sum() / max(truth.sum(), 1)), 4),
