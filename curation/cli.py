@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,6 +13,7 @@ import typer
 
 from curation.config import BuildConfig, load_config
 from curation.errors import CurationError, GateFailure
+from curation.stats import StageStats
 
 app = typer.Typer(help="Curate web crawls into pretraining corpora.", no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -27,6 +29,20 @@ def _config(config: Path | None, overrides: list[str] | None, **extra: object) -
 def _fail(exc: CurationError) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(3 if isinstance(exc, GateFailure) else 2)
+
+
+def _run_stage(run: Callable[[], StageStats], output: str) -> StageStats | None:
+    """Run one stage on a shard: a library error exits with its message; else write and print its stats."""
+    from curation.layout import write_stats
+
+    try:
+        stats = run()
+    except CurationError as exc:
+        _fail(exc)
+        return None
+    write_stats(stats, output)
+    typer.echo(stats.summary())
+    return stats
 
 
 @app.callback()
@@ -90,15 +106,8 @@ def ingest(
 ) -> None:
     """WARC files -> one documents Parquet shard."""
     from curation.ingest.warc import ingest as run
-    from curation.layout import write_stats
 
-    try:
-        stats = run(inputs, output, _config(config, overrides))
-    except CurationError as exc:
-        _fail(exc)
-        return
-    write_stats(stats, output)
-    typer.echo(stats.summary())
+    _run_stage(lambda: run(inputs, output, _config(config, overrides)), output)
 
 
 @app.command()
@@ -121,11 +130,8 @@ def filter_cmd(
 ) -> None:
     """Documents shard -> kept documents with heuristic signal columns."""
     from curation.filtering import filter_shard
-    from curation.layout import write_stats
 
-    stats = filter_shard(inputs, output, _config(config, overrides), duplicates=duplicates)
-    write_stats(stats, output)
-    typer.echo(stats.summary())
+    _run_stage(lambda: filter_shard(inputs, output, _config(config, overrides), duplicates=duplicates), output)
 
 
 @app.command()
@@ -133,12 +139,9 @@ def score(
     inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None
 ) -> None:
     """Filtered shard -> the same rows with fastText quality/toxicity scores and PII counts (masked)."""
-    from curation.layout import write_stats
     from curation.scoring.documents import score_shard
 
-    stats = score_shard(inputs, output, _config(config, overrides))
-    write_stats(stats, output)
-    typer.echo(stats.summary())
+    _run_stage(lambda: score_shard(inputs, output, _config(config, overrides)), output)
 
 
 @app.command("select-plan")
@@ -160,12 +163,9 @@ def select_cmd(
     overrides: SetOpt = None,
 ) -> None:
     """Scored shard -> the rows the plan keeps (the rest to dropped/ with their reason)."""
-    from curation.layout import write_stats
     from curation.select import select_shard
 
-    stats = select_shard(inputs, output, _config(config, overrides), plan)
-    write_stats(stats, output)
-    typer.echo(stats.summary())
+    _run_stage(lambda: select_shard(inputs, output, _config(config, overrides), plan), output)
 
 
 BuildIdOpt = Annotated[str, typer.Option("--build-id", help="the build whose work files to use, e.g. 2026-W48")]
@@ -506,16 +506,11 @@ def fetch_images_cmd(
 ) -> None:
     """Image-text candidates (ingest's pairs/ shards) -> the same rows with image bytes and a status each."""
     from curation.ingest.fetch import fetch_images
-    from curation.layout import fetch_report_uri, write_stats
+    from curation.layout import fetch_report_uri
     from curation.storage import read_json
 
-    try:
-        stats = fetch_images(inputs, output, _config(config, overrides))
-    except CurationError as exc:
-        _fail(exc)
+    if _run_stage(lambda: fetch_images(inputs, output, _config(config, overrides)), output) is None:
         return
-    write_stats(stats, output)
-    typer.echo(stats.summary())
     report = read_json(fetch_report_uri(output))
     typer.echo(f"success rate {report['success_rate']}; by status {report['by_status']}")
 

@@ -68,8 +68,7 @@ def filter_shard(inputs: list[str], output: str, cfg: BuildConfig, duplicates: s
     def remove(batch: pa.Table, mask: np.ndarray, reason: np.ndarray, detail: np.ndarray) -> pa.Table:
         if not mask.any():
             return batch
-        for name, count in zip(*np.unique(reason[mask], return_counts=True), strict=True):
-            stats.drop(str(name), int(count))
+        stats.drop_each(reason[mask])
         dropped.append(_dropped_rows(batch.filter(mask), reason[mask], detail[mask]))
         return batch.filter(~mask)
 

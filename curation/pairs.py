@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -44,8 +43,7 @@ def filter_pairs(inputs: list[str], output: str, cfg: BuildConfig, duplicates: l
             if drop.any():
                 reason = removals["reason"].take(index.filter(pc.is_valid(index))).to_numpy(zero_copy_only=False)
                 kept_id = removals["kept_pair_id"].take(index.filter(pc.is_valid(index))).to_pylist()
-                for name, count in zip(*np.unique(reason, return_counts=True), strict=True):
-                    stats.drop(str(name), int(count))
+                stats.drop_each(reason)
                 gone = table.filter(drop)
                 dropped.append(
                     pa.table(

@@ -306,8 +306,7 @@ def select_shard(
                 reason, detail = decide(batch, plan)
                 keep = reason == ""
                 if not keep.all():
-                    for name, count in zip(*np.unique(reason[~keep], return_counts=True), strict=True):
-                        stats.drop(str(name), int(count))
+                    stats.drop_each(reason[~keep])
                     dropped.append(_dropped_rows(batch.filter(~keep), sel.id_column, reason[~keep], detail[~keep]))
                 writer.write(batch.filter(pa.array(keep)))
                 progress.tick()

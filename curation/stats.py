@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,10 @@ class StageStats:
     def drop(self, reason: str, count: int = 1) -> None:
         if count:
             self.dropped[reason] += count
+
+    def drop_each(self, reasons: Iterable[str]) -> None:
+        """Count one drop per element: a column of per-row reasons (e.g. a numpy object array)."""
+        self.dropped.update(str(r) for r in reasons)
 
     @property
     def rows_dropped(self) -> int:

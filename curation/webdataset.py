@@ -201,8 +201,7 @@ class WebDatasetWriter:
         if segment:
             self._meta.append(_meta_rows(meta_table, segment))
         self.stats.rows_out += int((reason == "").sum())
-        for name, count in zip(*np.unique(reason[reason != ""], return_counts=True), strict=True):
-            self.stats.drop(str(name), int(count))
+        self.stats.drop_each(reason[reason != ""])
 
     def _add_sample(self, key: str, ext: str, image: bytes, row: dict, width: int, height: int) -> None:
         if self._tar is None:
