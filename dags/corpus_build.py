@@ -97,6 +97,17 @@ def _name_shards(batch: list[str]) -> None:
     get_current_context()["shard_names"] = ",".join(uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet") for uri in batch)
 
 
+def _each_shard(batch: list[str], build: dict, step: str, *args: object) -> list[str]:
+    """A mapped task's body: `curation.pipeline.<step>(cfg, build_id, shard, *args)` for each shard
+    of its batch, in order; steps that return None (switched off by the config) add nothing."""
+    from curation import pipeline
+
+    _name_shards(batch)
+    cfg = pipeline.load_build_config(build["config_uri"])
+    run = getattr(pipeline, step)
+    return [uri for uri in (run(cfg, build["build_id"], shard, *args) for shard in batch) if uri]
+
+
 def _flatten(batches) -> list[str]:
     return [uri for batch in batches for uri in batch]
 
@@ -194,20 +205,12 @@ def corpus_build():
     @task(map_index_template="{{ shard_names }}", pool="fetch")
     def fetch_images(batch: list[str], build: dict) -> list[str]:
         """Image-text pairs: download each shard's images (only when ingest.fetch.enabled)."""
-        from curation.pipeline import load_build_config, run_fetch
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [uri for uri in (run_fetch(cfg, build["build_id"], u) for u in batch) if uri]
+        return _each_shard(batch, build, "run_fetch")
 
     @task(map_index_template="{{ shard_names }}")
     def minhash(batch: list[str], build: dict) -> list[str]:
         """Near-dup step 1: MinHash signatures per shard."""
-        from curation.pipeline import load_build_config, run_signatures
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [uri for uri in (run_signatures(cfg, build["build_id"], u) for u in batch) if uri]
+        return _each_shard(batch, build, "run_signatures")
 
     @task
     def lsh_tasks(build: dict) -> list:
@@ -235,19 +238,11 @@ def corpus_build():
 
     @task(map_index_template="{{ shard_names }}")
     def filter_shards(batch: list[str], build: dict, duplicates: list[str]) -> list[str]:
-        from curation.pipeline import load_build_config, run_filter
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [run_filter(cfg, build["build_id"], uri, duplicates) for uri in batch]
+        return _each_shard(batch, build, "run_filter", duplicates)
 
     @task(map_index_template="{{ shard_names }}")
     def score(batch: list[str], build: dict) -> list[str]:
-        from curation.pipeline import load_build_config, run_score
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [run_score(cfg, build["build_id"], uri) for uri in batch]
+        return _each_shard(batch, build, "run_score")
 
     @task
     def select_plan(scored: list, build: dict) -> str:
@@ -257,28 +252,16 @@ def corpus_build():
 
     @task(map_index_template="{{ shard_names }}")
     def select(batch: list[str], build: dict, plan: str) -> list[str]:
-        from curation.pipeline import load_build_config, run_select
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [run_select(cfg, build["build_id"], uri, plan) for uri in batch]
+        return _each_shard(batch, build, "run_select", plan)
 
     @task(map_index_template="{{ shard_names }}", queue="clip")
     def clip_scores(batch: list[str], build: dict) -> list[str]:
         """CLIP similarity, embeddings and NSFW score per fetched pairs shard: the GPU queue's work."""
-        from curation.pipeline import load_build_config, run_clip
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [run_clip(cfg, build["build_id"], uri) for uri in batch]
+        return _each_shard(batch, build, "run_clip")
 
     @task(map_index_template="{{ shard_names }}")
     def image_keys(batch: list[str], build: dict) -> list[str]:
-        from curation.pipeline import load_build_config, run_image_keys
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [run_image_keys(cfg, build["build_id"], uri) for uri in batch]
+        return _each_shard(batch, build, "run_image_keys")
 
     @task
     def image_dedup(keys: list, build: dict) -> str | None:
@@ -289,11 +272,7 @@ def corpus_build():
 
     @task(map_index_template="{{ shard_names }}")
     def pairs_dedup(batch: list[str], build: dict, duplicates: str | None) -> list[str]:
-        from curation.pipeline import load_build_config, run_pairs_filter
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [run_pairs_filter(cfg, build["build_id"], uri, duplicates) for uri in batch]
+        return _each_shard(batch, build, "run_pairs_filter", duplicates)
 
     @task
     def pairs_select_plan(pairs: list, build: dict) -> str | None:
@@ -304,11 +283,7 @@ def corpus_build():
 
     @task(map_index_template="{{ shard_names }}")
     def pairs_select(batch: list[str], build: dict, plan: str | None) -> list[str]:
-        from curation.pipeline import load_build_config, run_pairs_select
-
-        _name_shards(batch)
-        cfg = load_build_config(build["config_uri"])
-        return [run_pairs_select(cfg, build["build_id"], uri, plan) for uri in batch]
+        return _each_shard(batch, build, "run_pairs_select", plan)
 
     @task(retries=0)
     def gate(ingested: list, filtered: list, scored: list, selected: list, pairs: list, build: dict) -> dict:
