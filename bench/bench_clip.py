@@ -37,7 +37,8 @@ from PIL import Image
 from bench.harness import compare
 from curation.config import ClipConfig
 from curation.scoring.clip import ClipScorer, register_model_config
-from curation.scoring.filter_network import TEMPLATES, TINY_CLIP_CONFIG, encode_jpeg, random_scene, render_scene
+from curation.scoring.filter_network import TINY_CLIP_CONFIG
+from curation.scoring.scenes import TEMPLATES, encode_jpeg, random_scene, render_scene
 
 MODELS = {"tiny": lambda: register_model_config(TINY_CLIP_CONFIG), "vit-b-32": lambda: "ViT-B-32"}
 # Images per run when --images is not given: enough for a steady rate, short enough for 2 CPU cores.

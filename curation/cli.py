@@ -80,10 +80,12 @@ def build(
 
 
 def _echo_funnel(funnel: dict) -> None:
-    order = ["ingest", "fetch_images", "dedup", "filter", "score", "select", "publish"]
+    from curation.stats import FUNNEL_ORDER
+
+    order = list(FUNNEL_ORDER)
     for stage, stats in sorted(funnel.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         drops = ", ".join(f"{k}={v}" for k, v in sorted(stats["dropped"].items())) or "none"
-        typer.echo(f"{stage:>8}: {stats['rows_in']} in -> {stats['rows_out']} out (dropped: {drops})")
+        typer.echo(f"{stage:>13}: {stats['rows_in']} in -> {stats['rows_out']} out (dropped: {drops})")
 
 
 @app.command("sample-crawl")
@@ -276,7 +278,10 @@ def _show_release(config: Path | None, overrides: list[str] | None, build_id: st
         typer.echo(f"parent release: {manifest['parent']}")
     _echo_funnel(manifest["funnel"])
     if verify:
-        typer.echo(f"verified: {files} file(s) match the manifest (bytes, sha256) and hold {manifest['rows']} rows in all")
+        from curation.release import manifest_files
+
+        held = f"{manifest['rows']} rows" + (f" and {pairs['rows']} image-text pairs" if pairs else "")
+        typer.echo(f"verified: {len(manifest_files(manifest))} file(s) match the manifest (bytes, sha256) and hold {held} in all")
 
 
 @release_app.command("list")
@@ -386,7 +391,8 @@ def train_filter_network_cmd(
     from curation import storage
     from curation.errors import ConfigError
     from curation.scoring.clip import read_pairs
-    from curation.scoring.filter_network import TrainSettings, make_seed_pairs, train_filter_network
+    from curation.scoring.filter_network import TrainSettings, train_filter_network
+    from curation.scoring.scenes import make_seed_pairs
 
     try:
         cfg = _config(config, overrides)
@@ -502,14 +508,20 @@ def takedown(
 
 @app.command("fetch-images")
 def fetch_images_cmd(
-    inputs: list[str], output: Annotated[str, typer.Option("--output", "-o")], config: ConfigOpt = None, overrides: SetOpt = None
+    inputs: list[str],
+    output: Annotated[str, typer.Option("--output", "-o")],
+    crawl_images: Annotated[
+        list[str] | None, typer.Option("--crawl-images", help="with ingest.fetch.source=warc: ingest's images/ tables")
+    ] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Image-text candidates (ingest's pairs/ shards) -> the same rows with image bytes and a status each."""
     from curation.ingest.fetch import fetch_images
     from curation.layout import fetch_report_uri
     from curation.storage import read_json
 
-    if _run_stage(lambda: fetch_images(inputs, output, _config(config, overrides)), output) is None:
+    if _run_stage(lambda: fetch_images(inputs, output, _config(config, overrides), crawl_images), output) is None:
         return
     report = read_json(fetch_report_uri(output))
     typer.echo(f"success rate {report['success_rate']}; by status {report['by_status']}")

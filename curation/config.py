@@ -42,6 +42,9 @@ class FetchConfig(_Section):
 
     # Builds run fetch_images after ingest only when enabled (it downloads from the open web).
     enabled: bool = False
+    # http: download each image URL. warc: take the image from the crawl itself (image responses
+    # in the input WARCs, kept by ingest in {stage}/images/); nothing is downloaded.
+    source: Literal["http", "warc"] = "http"
     concurrency: int = Field(64, gt=0)
     per_host_concurrency: int = Field(4, gt=0)
     per_host_rate: float = Field(10.0, gt=0, description="requests per second per host")

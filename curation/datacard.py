@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.stats import FUNNEL_ORDER, PAIR_STAGES
+
 SAMPLE_ROWS = 100_000
-_STAGE_ORDER = ["ingest", "fetch_images", "dedup", "filter", "score", "select", "gate", "publish", "publish_pairs", "takedown"]
 _NOT_SCORES = ("_offset", "_id", "_ms")
 
 
@@ -126,11 +127,11 @@ def _human(n: float) -> str:
 
 def _stage_order(stage: str) -> tuple[float, str]:
     """Pipeline order; stages this module does not know go just before publishing."""
-    return (_STAGE_ORDER.index(stage) if stage in _STAGE_ORDER else _STAGE_ORDER.index("publish") - 0.5, stage)
+    return (FUNNEL_ORDER.index(stage) if stage in FUNNEL_ORDER else FUNNEL_ORDER.index("publish") - 0.5, stage)
 
 
 def _is_pairs_stage(stage: str) -> bool:
-    return "pair" in stage or "image" in stage
+    return stage in PAIR_STAGES or "pair" in stage or "image" in stage
 
 
 def funnel_lines(funnel: dict[str, dict[str, Any]]) -> list[str]:

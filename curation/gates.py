@@ -161,13 +161,15 @@ def run_gate(
     funnel: list[StageStats],
     *,
     pairs: list[str] | None = None,
+    pairs_funnel: list[StageStats] | None = None,
     notifiers: list | None = None,
 ) -> GateReport:
     """Validate the kept shards `inputs`; write the report to `output` (+ `.html`); raise GateFailure if it fails.
 
     `funnel` holds the per-stage totals (StageStats.total); their `outputs` locate the per-stage
     drop tables used for the per-domain and per-source kept ratios. `pairs`: image-text pair
-    shards to validate against ``gate.pairs_suite``. `notifiers` replaces the ones built from
+    shards to validate against ``gate.pairs_suite``; `pairs_funnel` the totals of their own chain
+    (balance and kept-ratio checks, kept apart from the documents' rates). `notifiers` replaces the ones built from
     ``cfg.gate.notify`` (see `curation.notify`).
     """
     started = time.monotonic()
@@ -190,6 +192,7 @@ def run_gate(
     dropped = _dropped_counts(funnel)
     metrics = _build_metrics(profile, funnel, dropped, gate)
     checks += _funnel_checks(funnel, gate)
+    checks += _funnel_checks(pairs_funnel or [], gate, empty_ok=True)
     checks += _rate_checks(metrics, gate)
     checks += _domain_and_source_checks(metrics, profile, dropped, gate)
     if previous is not None and gate.drift.enabled:
@@ -201,7 +204,7 @@ def run_gate(
         build_id=build_id,
         checks=checks,
         rows=profile.rows,
-        funnel={s.stage: s.to_dict() | {"outputs": len(s.outputs)} for s in funnel},
+        funnel={s.stage: s.to_dict() | {"outputs": len(s.outputs)} for s in [*funnel, *(pairs_funnel or [])]},
         report_uri=output,
         corpus=cfg.publish.corpus,
         metrics=metrics,
@@ -596,7 +599,9 @@ def _in_band(value: float | None, band: RatioBand) -> bool:
     return value is not None and band.min <= value <= band.max
 
 
-def _funnel_checks(funnel: list[StageStats], gate) -> list[Check]:
+def _funnel_checks(funnel: list[StageStats], gate, empty_ok: bool = False) -> list[Check]:
+    """Rows balance and kept-ratio band per stage; `empty_ok`: a stage that saw no rows has no ratio to
+    check (a crawl without images gives the image-text chain nothing to do)."""
     checks = []
     for stats in funnel:
         checks.append(
@@ -611,6 +616,8 @@ def _funnel_checks(funnel: list[StageStats], gate) -> list[Check]:
         )
         band = gate.stage_kept_ratio_by_stage.get(stats.stage, gate.stage_kept_ratio)
         ratio = stats.rows_out / stats.rows_in if stats.rows_in else None
+        if ratio is None and empty_ok:
+            continue
         top = dict(stats.dropped.most_common(3))
         checks.append(
             Check(

@@ -5,6 +5,7 @@
 {work_root}/{build_id}/{stage}/{shard}.stats.json      its StageStats
 {work_root}/{build_id}/{stage}/dropped/{shard}.parquet rows the stage removed, with reasons
 {work_root}/{build_id}/ingest/pairs/{shard}.parquet    image-text candidates of the shard's pages (+ .stats.json)
+{work_root}/{build_id}/ingest/images/{shard}.parquet   image responses of the shard's crawl files (fetch source: warc)
 {work_root}/{build_id}/fetch_images/{shard}.fetch.json fetch report: success rate, counts by status
 {release_root}/{corpus}/{build_id}/...                 published release
 {release_root}/{corpus}/LATEST                         newest release that passed its gates
@@ -32,7 +33,7 @@ def shard_uri(cfg: BuildConfig, build_id: str, stage: str, shard: str) -> str:
 def stage_outputs(cfg: BuildConfig, build_id: str, stage: str) -> list[str]:
     """The shard files a stage wrote for a build (not its dropped/ tables), sorted."""
     folder = storage.join(cfg.work_root, build_id, stage)
-    side_tables = ("/dropped/", "/pairs/")  # audit rows and image-text candidates live beside the shards
+    side_tables = ("/dropped/", "/pairs/", "/images/")  # audit rows, image-text candidates, crawl images
     return [uri for uri in storage.list_files(folder, ".parquet") if not any(s in uri[len(folder) :] for s in side_tables)]
 
 
@@ -49,6 +50,17 @@ def pairs_uri(output: str) -> str:
     """The image-text candidates of a documents shard: {stage}/pairs/{shard}.parquet."""
     parent, _, shard = output.rpartition("/")
     return f"{parent}/pairs/{shard}"
+
+
+def crawl_images_uri(output: str) -> str:
+    """The image responses found in a documents shard's inputs: {stage}/images/{shard}.parquet."""
+    parent, _, shard = output.rpartition("/")
+    return f"{parent}/images/{shard}"
+
+
+def crawl_images(ingested: str) -> list[str]:
+    """The crawl images of every shard of the stage that wrote `ingested` (the whole build's)."""
+    return storage.list_files(crawl_images_uri(ingested).rpartition("/")[0], ".parquet")
 
 
 def fetch_report_uri(output: str) -> str:

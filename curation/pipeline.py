@@ -26,7 +26,7 @@ from curation.pairs import filter_pairs
 from curation.publish import publish, read_manifest
 from curation.scoring.documents import score_shard
 from curation.select import describe_plan, plan_selection, select_shard
-from curation.stats import StageStats
+from curation.stats import PAIR_STAGES, StageStats
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ def run_fetch(cfg: BuildConfig, build_id: str, ingested: str) -> str | None:
     if not (cfg.ingest.images.enabled and cfg.ingest.fetch.enabled):
         return None
     output = _next_shard(cfg, build_id, "fetch_images", ingested)
-    return _finish(fetch_images([layout.pairs_uri(ingested)], output, cfg), output)
+    crawl_images = layout.crawl_images(ingested) if cfg.ingest.fetch.source == "warc" else None
+    return _finish(fetch_images([layout.pairs_uri(ingested)], output, cfg, crawl_images), output)
 
 
 def run_clip(cfg: BuildConfig, build_id: str, fetched: str) -> str:
@@ -212,12 +213,25 @@ def funnel(ingested: list[str], *later: list[str]) -> list[StageStats]:
     return stages
 
 
+def pairs_funnel(cfg: BuildConfig, build_id: str, ingested: list[str]) -> list[StageStats]:
+    """Stage totals of the image-text chain, each named by its stage folder (the pairs' selection
+    reuses the documents' select code, whose stats say "select")."""
+    stages = [StageStats.total(PAIR_STAGES[0], [layout.read_stats(layout.pairs_uri(u)) for u in ingested])]
+    for stage in PAIR_STAGES[1:]:
+        parts = [layout.read_stats(u) for u in layout.stage_outputs(cfg, build_id, stage)]
+        if parts:
+            stages.append(StageStats.total(stage, parts))
+    return stages
+
+
 def run_gate_step(
     cfg: BuildConfig, build_id: str, ingested: list[str], *later: list[str], pairs: list[str] | None = None
 ) -> GateReport:
     """Gate the last stage's shards (and the selected pairs), with the funnel of every stage before it."""
     kept = later[-1] if later else []
-    return run_gate(kept, layout.gate_report_uri(cfg, build_id), cfg, build_id, funnel(ingested, *later), pairs=pairs or None)
+    chain = pairs_funnel(cfg, build_id, ingested) if pairs else None
+    report_uri = layout.gate_report_uri(cfg, build_id)
+    return run_gate(kept, report_uri, cfg, build_id, funnel(ingested, *later), pairs=pairs or None, pairs_funnel=chain)
 
 
 def run_publish(cfg: BuildConfig, build_id: str, kept: list[str], force: bool = False, pairs: list[str] | None = None) -> str:

@@ -68,6 +68,19 @@ PAIRS = pa.schema(
     ]
 )
 
+# Image responses found in the crawl itself, kept by ingest when `ingest.fetch.source` is "warc"
+# ({stage}/images/{shard}.parquet); fetch_images takes pairs' images from them instead of the web.
+CRAWL_IMAGES = pa.schema(
+    [
+        _field("image_url", pa.string(), "WARC-Target-URI of the image response", False),
+        _field("content_type", pa.string(), "HTTP Content-Type of the response"),
+        _field("image", pa.binary(), "the response body as crawled", False),
+        _field("warc_record_id", pa.string(), "WARC-Record-ID of the response"),
+        _field("source_uri", pa.string(), "input file"),
+        _field("source_offset", pa.int64(), "offset of the record in the input file"),
+    ]
+)
+
 # Signal columns the heuristic filter stage appends to DOCUMENTS (one column per score).
 HEURISTIC_SIGNALS = pa.schema(
     [

@@ -15,6 +15,11 @@ from typing import Any
 
 log = logging.getLogger("curation")
 
+# Funnel stages in pipeline order: the documents chain, then the image-text pairs chain.
+DOCUMENT_STAGES = ("ingest", "dedup", "filter", "score", "select")
+PAIR_STAGES = ("ingest_pairs", "fetch_images", "clip", "pairs_dedup", "select_pairs")
+FUNNEL_ORDER = (*DOCUMENT_STAGES, *PAIR_STAGES, "gate", "publish", "publish_pairs", "takedown")
+
 
 @dataclass
 class StageStats:

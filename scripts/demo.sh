@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install if needed, then run the weekly corpus build end to end under Airflow on this machine:
-# a generated sample crawl -> ingest -> dedup -> filter -> gate -> publish, all under ./var/.
+# a generated sample crawl -> ingest -> dedup -> filter -> score -> select, its image-text pairs ->
+# CLIP filter network -> image dedup -> select, then gate -> publish, all under ./var/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -17,8 +18,9 @@ export AIRFLOW__CORE__PARALLELISM=2
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 export CURATION_CONFIG="$var/demo.yaml"
 
-echo "== training the demo's own models (fastText quality + toxicity) from seed data" >&2
+echo "== training the demo's own models from seed data: fastText quality + toxicity, CLIP filter network + safety head" >&2
 scoring=$(.venv/bin/curation train-demo-classifiers "$var/models" --seed 0)
+clip=$(.venv/bin/curation train-demo-image-models "$var/models" --seed 0)
 
 cat > "$CURATION_CONFIG" <<YAML
 inputs: ["$var/crawl/*.warc.gz"]
@@ -27,7 +29,12 @@ release_root: $var/releases
 state_root: $var/state
 gate:
   documents_suite: $root/expectations/documents.json
+ingest:
+  # No network here: the images of the image-text pairs come from the crawl's own image records.
+  # DataComp drops images under 200 px; the sample crawl's are 64 or 256 px.
+  fetch: {enabled: true, source: warc, min_image_size: 128}
 $scoring
+$clip
 select:
   rules:
     - {column: toxicity_score, keep: below, threshold: 0.4, reason: toxicity}

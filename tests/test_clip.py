@@ -33,7 +33,8 @@ from curation.scoring.clip import (
     tokenize,
     torch_threads,
 )
-from curation.scoring.filter_network import TINY_CLIP_CONFIG, encode_jpeg, make_seed_pairs, random_scene, render_scene
+from curation.scoring.filter_network import TINY_CLIP_CONFIG
+from curation.scoring.scenes import encode_jpeg, make_seed_pairs, random_scene, render_scene
 
 TINY = register_model_config(TINY_CLIP_CONFIG)
 

@@ -25,10 +25,10 @@ from curation.scoring.filter_network import (
     TrainSettings,
     artifact_uris,
     derangement,
-    make_seed_pairs,
     train_demo_filter_network,
     train_filter_network,
 )
+from curation.scoring.scenes import make_seed_pairs
 
 
 @pytest.fixture(autouse=True, scope="module")

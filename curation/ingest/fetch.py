@@ -12,6 +12,11 @@ and 5xx. Only http/https to public addresses: the host is resolved and loopback,
 link-local, reserved and multicast addresses are refused at connect time (a DNS name cannot
 smuggle one in), unless `allow_private_addresses` is set (tests only).
 
+With `source: warc` nothing is downloaded: each image is taken from the crawl's own HTTP 200
+image responses, which ingest kept ({stage}/images/, CRAWL_IMAGES), and checked the same way; a
+URL the crawl did not fetch is `not_in_crawl`. This is for crawls that archive pages with their
+resources (Browsertrix, Heritrix, wget --page-requisites) and for the offline demo.
+
 Images: Pillow, restricted to common web formats (no EPS/PostScript, which would run
 Ghostscript); the pixel count is checked from the header before any pixel is decoded
 (decompression bombs), then verify() and a full load() catch corrupt data; DataComp's size and
@@ -38,6 +43,7 @@ import xxhash
 
 from curation import layout, storage
 from curation.config import BuildConfig, FetchConfig
+from curation.errors import ConfigError
 from curation.schema import DROPPED, PAIRS, conform
 from curation.stats import StageStats
 
@@ -285,6 +291,43 @@ async def fetch_urls(urls: list[str], fc: FetchConfig) -> dict[str, FetchResult]
     return results
 
 
+class CrawlImages:
+    """The image responses of a crawl (CRAWL_IMAGES tables), looked up by URL.
+
+    Only the URL columns stay in memory; the bytes are read per batch, from the tables that hold
+    some of its URLs. The first response for a URL wins (a crawl may fetch an image twice).
+    """
+
+    def __init__(self, sources: list[str]):
+        self.sources = sources
+        self.urls = [storage.read_table(uri, columns=["image_url"])["image_url"] for uri in sources]
+
+    def results(self, urls: list[str], fc: FetchConfig) -> dict[str, FetchResult]:
+        """Each URL's crawled image, checked like a download (`check_image`), or `not_in_crawl`."""
+        import pyarrow.compute as pc
+
+        wanted = pa.array(sorted(set(urls)), pa.string())
+        found: dict[str, bytes] = {}
+        for uri, index in zip(self.sources, self.urls, strict=True):
+            hits = pc.is_in(index, value_set=wanted)
+            if pc.any(hits).as_py():
+                rows = storage.read_table(uri, columns=["image_url", "image"]).filter(hits)
+                for url, data in zip(rows["image_url"].to_pylist(), rows["image"].to_pylist(), strict=True):
+                    found.setdefault(url, data)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="image-decode") as decoders:
+            checked = dict(zip(found, decoders.map(lambda data: _check_crawled(data, fc), found.values()), strict=True))
+        missing = FetchResult("not_in_crawl", "no HTTP 200 image response for this URL in the crawl files")
+        return {url: checked.get(url, missing) for url in wanted.to_pylist()}
+
+
+def _check_crawled(data: bytes, fc: FetchConfig) -> FetchResult:
+    if len(data) > fc.max_bytes:
+        return FetchResult("too_large", f"{len(data)} bytes > {fc.max_bytes}", 200)
+    result = check_image(data, fc)
+    result.http_status = 200
+    return result
+
+
 def _result_columns(urls: list[str], results: dict[str, FetchResult]) -> dict[str, pa.Array]:
     rows = [results[u] for u in urls]
     return {
@@ -302,9 +345,18 @@ def _result_columns(urls: list[str], results: dict[str, FetchResult]) -> dict[st
     }
 
 
-def fetch_images(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
-    """Fetch the images of the PAIRS shards `inputs` into the PAIRS shard `output` (every row, with its status)."""
+def fetch_images(inputs: list[str], output: str, cfg: BuildConfig, crawl_images: list[str] | None = None) -> StageStats:
+    """Fetch the images of the PAIRS shards `inputs` into the PAIRS shard `output` (every row, with its status).
+
+    With `ingest.fetch.source: warc` the images come from `crawl_images` (the build's CRAWL_IMAGES
+    tables, `layout.crawl_images`) instead of the web.
+    """
     fc = cfg.ingest.fetch
+    crawl = None
+    if fc.source == "warc":
+        if crawl_images is None:
+            raise ConfigError("ingest.fetch.source is 'warc' but no crawl images tables were given to fetch_images")
+        crawl = CrawlImages(crawl_images)
     shard = storage.name(output).removesuffix(".parquet")
     stats = StageStats(stage=STAGE, shard=shard)
     started = time.monotonic()
@@ -318,7 +370,7 @@ def fetch_images(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats
             for offset in range(0, pairs.num_rows, fc.batch_rows):
                 batch = pairs.slice(offset, fc.batch_rows)
                 urls = batch["image_url"].to_pylist()
-                results = asyncio.run(fetch_urls(urls, fc))
+                results = crawl.results(urls, fc) if crawl is not None else asyncio.run(fetch_urls(urls, fc))
                 for name, values in _result_columns(urls, results).items():
                     batch = batch.set_column(batch.schema.get_field_index(name), name, values)
                 statuses = Counter(batch["status"].to_pylist())
@@ -337,6 +389,7 @@ def fetch_images(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats
     storage.write_table(layout.dropped_uri(output), pa.concat_tables([DROPPED.empty_table(), *dropped]))
     report = {
         "shard": shard,
+        "source": fc.source,
         "rows": stats.rows_in,
         "ok": stats.rows_out,
         "success_rate": round(stats.rows_out / stats.rows_in, 4) if stats.rows_in else None,

@@ -66,6 +66,17 @@ class SourceRecord:
 
 
 @dataclass(slots=True)
+class ImageRecord:
+    """An HTTP 200 image response (Content-Type image/*), yielded only when images are asked for."""
+
+    offset: int | None
+    url: str
+    record_id: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(slots=True)
 class Skip:
     """A record that is not usable, counted under `reason`."""
 
@@ -185,9 +196,12 @@ def _head(path: Path) -> bytes:
     return head[:64]
 
 
-def read_records(path: Path, uri: str, fmt: str, max_bytes: int) -> Iterator[SourceRecord | Skip]:
+def read_records(
+    path: Path, uri: str, fmt: str, max_bytes: int, images: bool = False
+) -> Iterator[SourceRecord | ImageRecord | Skip]:
+    """The records of one input file; image responses (WARC only) as ImageRecords when `images`."""
     if fmt == "warc":
-        return warc_records(path, uri, max_bytes)
+        return warc_records(path, uri, max_bytes, images)
     if fmt == "jsonl":
         return jsonl_records(path, uri, max_bytes)
     if fmt == "parquet":
@@ -198,8 +212,9 @@ def read_records(path: Path, uri: str, fmt: str, max_bytes: int) -> Iterator[Sou
 # --- WARC / WET -----------------------------------------------------------------------------------
 
 
-def warc_records(path: Path, uri: str, max_bytes: int) -> Iterator[SourceRecord | Skip]:
-    """Response records (HTTP 200 HTML) and WET conversion records, resuming after damaged spots."""
+def warc_records(path: Path, uri: str, max_bytes: int, images: bool = False) -> Iterator[SourceRecord | ImageRecord | Skip]:
+    """Response records (HTTP 200 HTML; images too when `images`) and WET conversion records,
+    resuming after damaged spots."""
     size = path.stat().st_size
     gz = _is_gzip(path)
     start: int | None = 0
@@ -207,7 +222,7 @@ def warc_records(path: Path, uri: str, max_bytes: int) -> Iterator[SourceRecord 
     with open(path, "rb") as fh:
         while start is not None and start < size:
             fh.seek(start)
-            held: SourceRecord | Skip | None = None  # one record of look-ahead: the last may be cut off
+            held: SourceRecord | ImageRecord | Skip | None = None  # one record of look-ahead: the last may be cut off
             error = None
             try:
                 for record in ArchiveIterator(
@@ -219,7 +234,7 @@ def warc_records(path: Path, uri: str, max_bytes: int) -> Iterator[SourceRecord 
                     usable = True
                     if held is not None:
                         yield held
-                    held = _warc_item(record, max_bytes)
+                    held = _warc_item(record, max_bytes, images)
             except OSError as exc:
                 error = str(exc)
             walk_from = held.offset if held is not None and held.offset is not None else start
@@ -252,7 +267,7 @@ def warc_records(path: Path, uri: str, max_bytes: int) -> Iterator[SourceRecord 
             start = resume
 
 
-def _warc_item(record, max_bytes: int) -> SourceRecord | Skip:
+def _warc_item(record, max_bytes: int, images: bool = False) -> SourceRecord | ImageRecord | Skip:
     offset = record.stream_pos
     headers = record.headers
     url = headers.get("WARC-Target-URI") or ""
@@ -271,10 +286,13 @@ def _warc_item(record, max_bytes: int) -> SourceRecord | Skip:
     if http.status_code != 200:
         return Skip("http_status", offset, url, str(http.status_code))
     content_type = (record.http_content_type or "").lower()
-    if not content_type.startswith(HTML_TYPES):
+    wanted = content_type.startswith(HTML_TYPES) or (images and content_type.startswith("image/"))
+    if not wanted:
         return Skip("not_html", offset, url, content_type or "no content type")
     if record.content_length > max_bytes:
         return Skip("too_large", offset, url, f"{record.content_length} bytes")
+    if not content_type.startswith(HTML_TYPES):
+        return ImageRecord(offset, url, record.record_id or "", content_type, record.reader.read())
     return SourceRecord(
         offset, url, record.record_id or "", _utc(record.record_date), html=record.reader.read(), charset=record.http_charset
     )

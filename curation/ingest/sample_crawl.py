@@ -19,9 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from PIL import Image
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
+
+from curation.scoring.scenes import STRIPES, TEMPLATES, Scene, random_scene, render_scene
 
 # Share of pages per kind; "good" gets whatever is left (about 54%).
 _SHARES = {
@@ -200,7 +201,9 @@ _PLACES = {
 }
 _FOREIGN_TITLE = {"de": "Leben in {place}", "fr": "La vie à {place}", "es": "La vida en {place}"}
 _SHORT = ["Coming soon.", "Page under construction. Please check back later.", "Thanks for subscribing!", "Nothing here yet."]
-_COLORS = [(200, 40, 40), (40, 160, 60), (30, 60, 200), (230, 200, 40), (120, 120, 120)]
+# Image pages: pictures from curation.scoring.scenes (the demo filter network's domain).
+_REPEATED_IMAGE_SHARE = 0.1
+_STRIPED_SHARE = 0.05  # the demo safety head's stand-in "unsafe" pattern
 
 
 def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
@@ -235,7 +238,7 @@ class _CrawlBuilder:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.goods: list[dict] = []  # earlier clean articles: sources for (near-)duplicates
-        self.image_cache: dict[tuple, bytes] = {}
+        self.pictures: dict[tuple[str, int], list[tuple[bytes, Scene]]] = {}  # (format, size) -> (bytes, scene)
         self.counter = {"http_error": 0, "non_html": 0, "boilerplate": 0}
 
     def schedule(self, pages: int) -> list[str]:
@@ -390,17 +393,33 @@ class _CrawlBuilder:
         body = _page_html(host, title, _paras_html(paras)).encode()
         return self._doc("toxic", self._url(host, title, i), body, toxic_words=n_toxic)
 
-    def _image_bytes(self, fmt: str, size: int, color: tuple, gradient: bool) -> bytes:
-        key = (fmt, size, color, gradient)
-        if key not in self.image_cache:  # fixed save params -> identical bytes every run
-            img = Image.new("RGB", (size, size), color)
-            if gradient:
-                ramp = Image.linear_gradient("L").resize((size, size))
-                img = Image.merge("RGB", (ramp, img.getchannel("G"), img.getchannel("B")))
-            buf = io.BytesIO()
-            img.save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {"compress_level": 6}))
-            self.image_cache[key] = buf.getvalue()
-        return self.image_cache[key]
+    def _image(self, fmt: str, size: int) -> tuple[bytes, Scene]:
+        """A picture (encoded bytes) and the scene it shows; now and then a repeat of an earlier one."""
+        r = self.rng
+        earlier = self.pictures.setdefault((fmt, size), [])
+        if earlier and r.random() < _REPEATED_IMAGE_SHARE:  # the same stock picture on another page
+            return r.choice(earlier)
+        scene = random_scene(r, striped_share=_STRIPED_SHARE)
+        buf = io.BytesIO()  # fixed save params -> identical bytes every run
+        options = {"quality": 85} if fmt == "JPEG" else {"compress_level": 6}
+        render_scene(scene, r, size).save(buf, format=fmt, **options)
+        earlier.append((buf.getvalue(), scene))
+        return earlier[-1]
+
+    def _caption(self, scene: Scene) -> tuple[str, str]:
+        """(alt text, how it relates to the picture): mostly what it shows, sometimes not."""
+        r = self.rng
+        draw = r.random()
+        if draw < 0.25:
+            return "", "none"
+        if draw < 0.65:
+            return scene.caption(r.choice(TEMPLATES)), "matched"
+        if draw < 0.82:
+            other = scene
+            while other == scene:
+                other = random_scene(r)
+            return other.caption(r.choice(TEMPLATES)), "mismatched"
+        return self._fill(r.choice(_ALTS)), "generic"
 
     def _images(self, i: int) -> dict:
         r = self.rng
@@ -413,14 +432,14 @@ class _CrawlBuilder:
             size = r.choice([64, 256])
             rel = r.random() < 0.5
             src = f"/static/img/{slug}-{k}.{ext}" if rel else f"{_CDN}/{i}-{k}.{ext}"
-            alt = "" if r.random() < 0.25 else self._fill(r.choice(_ALTS))
+            body, scene = self._image(fmt, size)
+            alt, relation = self._caption(scene)
             dims = f' width="{size}" height="{size}"' if r.random() < 0.5 else ""
             tag = f'<figure><img src="{src}" alt="{html.escape(alt)}"{dims}></figure>'
             blocks.insert(r.randrange(len(blocks) + 1), tag)
             img_url = urljoin(url, src)
-            body = self._image_bytes(fmt, size, r.choice(_COLORS), r.random() < 0.5)
             assets.append({"url": img_url, "content_type": ctype, "body": body})
-            images.append({"src": src, "url": img_url, "alt": alt})
+            images.append({"src": src, "url": img_url, "alt": alt, "caption": relation, "striped": scene.background == STRIPES})
         body_html = "\n".join(b if b.startswith("<figure>") else _paras_html([b]) for b in blocks)
         doc = self._doc("images", url, _page_html(host, title, body_html).encode(), images=images)
         doc["assets"] = assets

@@ -33,8 +33,8 @@ from curation.ingest.extract import (
 )
 from curation.ingest.images import caption_rules, page_images
 from curation.ingest.langid import LanguageIdentifier, language_identifier
-from curation.ingest.readers import Skip, SourceRecord, detect_format, local_input, read_records
-from curation.schema import DOCUMENTS, DROPPED, PAIRS
+from curation.ingest.readers import ImageRecord, Skip, SourceRecord, detect_format, local_input, read_records
+from curation.schema import CRAWL_IMAGES, DOCUMENTS, DROPPED, PAIRS
 from curation.stats import Progress, StageStats
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 STAGE = "ingest"
 PAIRS_STAGE = "ingest_pairs"
 _BATCH_ROWS = 2_000
+_IMAGE_BATCH_ROWS = 256  # crawl images are held in memory until written: keep the batch small
 _HOST_PATTERN = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^:/?#]*)"
 # Columns filled per record, in this order; the others are computed per batch.
 _DOC_COLUMNS = (
@@ -119,6 +120,11 @@ class _Shard:
         self.lang_dropped: list[pa.Table] = []
         self.allowed = pa.array(sorted(set(self.ingest_cfg.languages)), pa.string())
         self.images = self.ingest_cfg.images.enabled
+        fetch = self.ingest_cfg.fetch
+        # Image responses of the crawl are kept for fetch_images only when it will read them.
+        self.keep_images = self.images and fetch.enabled and fetch.source == "warc"
+        self.crawl_images: list[ImageRecord] = []
+        self.crawl_image_sources: list[str] = []
         # Records kept when sampling: doc_id (uniform hex) below this 64-bit threshold.
         self.sample_below = int(self.ingest_cfg.sample_rate * 2**64)
 
@@ -161,6 +167,26 @@ class _Shard:
             return
         text_hash, n_words = text_hash_and_words(text)
         self.docs.append((doc_id, url, rec.record_id, rec.fetch_time, uri, rec.offset, title, text, n_words, text_hash))
+
+    def image(self, rec: ImageRecord, uri: str) -> None:
+        """An image response: not a document (counted as `image_record`), kept for fetch_images."""
+        self.stats.rows_in += 1
+        self.stats.drop("image_record")
+        self.crawl_images.append(rec)
+        self.crawl_image_sources.append(uri)
+
+    def flush_images(self, writer: storage.TableWriter) -> None:
+        recs, self.crawl_images = self.crawl_images, []
+        columns = {
+            "image_url": [r.url for r in recs],
+            "content_type": [r.content_type for r in recs],
+            "image": [r.data for r in recs],
+            "warc_record_id": [r.record_id for r in recs],
+            "source_uri": self.crawl_image_sources,
+            "source_offset": [r.offset for r in recs],
+        }
+        self.crawl_image_sources = []
+        writer.write(pa.table(columns, schema=CRAWL_IMAGES))
 
     def _candidates(self, html: str, rec: SourceRecord, url: str, doc_id: str, title: str | None, uri: str) -> None:
         found = page_images(html, url, self.ingest_cfg.images.max_per_page, self.pair_stats.dropped)
@@ -230,7 +256,9 @@ def ingest(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
     """Read crawl files and write the documents of all of them to the Parquet shard `output`.
 
     Also writes the shard's dropped rows (`layout.dropped_uri`) and, unless images are disabled,
-    its image-text candidates (`layout.pairs_uri`, PAIRS schema) with their own stats file.
+    its image-text candidates (`layout.pairs_uri`, PAIRS schema) with their own stats file; when
+    fetch_images takes images from the crawl (`ingest.fetch.source: warc`), the shard's image
+    responses too (`layout.crawl_images_uri`, CRAWL_IMAGES schema).
     """
     started = time.monotonic()
     ingest_cfg = cfg.ingest
@@ -239,26 +267,35 @@ def ingest(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
     pairs_output = layout.pairs_uri(output)
     with storage.TableWriter(output, DOCUMENTS) as writer:
         pair_writer = storage.TableWriter(pairs_output, PAIRS) if shard.images else None
+        image_writer = storage.TableWriter(layout.crawl_images_uri(output), CRAWL_IMAGES) if shard.keep_images else None
+        side_writers = [w for w in (pair_writer, image_writer) if w is not None]
         try:
             for uri in inputs:
                 with local_input(uri, ingest_cfg.unsigned_s3_buckets) as path:
                     stats.bytes_in += path.stat().st_size
                     fmt = detect_format(uri, path, ingest_cfg.format)
-                    for item in read_records(path, uri, fmt, ingest_cfg.max_record_bytes):
+                    for item in read_records(path, uri, fmt, ingest_cfg.max_record_bytes, shard.keep_images):
                         if type(item) is Skip:
                             shard.drop(item.reason, uri, item.offset, item.url, item.detail)
+                            continue
+                        if type(item) is ImageRecord:
+                            shard.image(item, uri)
+                            if len(shard.crawl_images) >= _IMAGE_BATCH_ROWS:
+                                shard.flush_images(image_writer)
                             continue
                         shard.record(item, uri)
                         if len(shard.docs) >= _BATCH_ROWS or len(shard.pairs) >= _BATCH_ROWS:
                             shard.flush(writer, pair_writer)
                         shard.progress.tick()
             shard.flush(writer, pair_writer)
+            if image_writer is not None:
+                shard.flush_images(image_writer)
         except BaseException:
-            if pair_writer is not None:
-                pair_writer.__exit__(RuntimeError, None, None)  # discard: never leave a half shard
+            for side in side_writers:
+                side.__exit__(RuntimeError, None, None)  # discard: never leave a half shard
             raise
-        if pair_writer is not None:
-            pair_writer.__exit__(None, None, None)
+        for side in side_writers:
+            side.__exit__(None, None, None)
     stats.bytes_out = writer.bytes
     stats.outputs = [output]
     storage.write_table(layout.dropped_uri(output), shard.dropped_table())

@@ -281,7 +281,7 @@ def make_safety_examples(n: int, seed: int = 0, unsafe_share: float = 0.3, size:
 
     Safe images include yellow and black backgrounds and shapes, so colour alone is not the cue.
     """
-    from curation.scoring.filter_network import STRIPES, encode_jpeg, random_scene, render_scene
+    from curation.scoring.scenes import STRIPES, encode_jpeg, random_scene, render_scene
 
     rng = random.Random(seed)
     images, labels = [], []
