@@ -154,7 +154,7 @@ def test_gate_override_param_publishes_and_the_manifest_records_it(dagbag, tmp_p
     assert manifest["gate"]["override"]["reason"] == "INC-42: row-count floor is wrong this week"
 
 
-def test_train_filters_publishes_checksummed_models_that_a_build_config_accepts(dagbag, tmp_path):
+def test_train_filters_publishes_checksummed_models_that_corpus_build_uses_for_pairs(dagbag, tmp_path, sample_crawl):
     from curation.config import load_config
     from curation.models import resolve
 
@@ -166,3 +166,16 @@ def test_train_filters_publishes_checksummed_models_that_a_build_config_accepts(
     cfg = load_config(overrides=overrides)
     for ref in (cfg.scoring.quality.model, cfg.scoring.toxicity.model, cfg.clip.checkpoint, cfg.clip.nsfw_head):
         assert ref.sha256 and resolve(ref).exists()  # resolve() re-checks every sha256
+
+    # corpus_build with those models and the crawl's own images: the image-text chain under Airflow.
+    from curation import storage
+
+    overrides["ingest"] = {"fetch": {"enabled": True, "source": "warc", "min_image_size": 64}}
+    dag = dagbag.dags["corpus_build"]
+    run = dag.test(run_conf=_conf(_config_file(tmp_path, sample_crawl), build_id="pairs", overrides=overrides))
+    states = _states(run)
+    assert str(run.state) == "success" and all(s == "success" for s in states.values()), states
+    assert sorted(i for (t, i) in states if t == "pairs_stage.clip_scores") == [0, 1, 2]
+    manifest = storage.read_json(str(tmp_path / "releases" / "web-en" / "pairs" / "manifest.json"))
+    assert manifest["pairs"]["rows"] == manifest["funnel"]["select_pairs"]["rows_out"] > 0
+    assert manifest["funnel"]["fetch_images"]["rows_in"] == manifest["funnel"]["ingest_pairs"]["rows_out"]
