@@ -207,10 +207,13 @@ def test_precision_and_recall_against_exact_jaccard_and_agreement_with_datasketc
             )
     assert truth.sum() >= 150 and (~truth).sum() >= 500 and (~clear).sum() >= 150
     assert p >= 0.95 and r >= 0.95
-    # Same parameters, other hash functions: the same decisions on every clear pair, the same
-    # precision and recall, and the same LSH candidate rate per Jaccard bin (within 4 sigma).
+    # Same parameters, other hash functions: the same decisions on every clear pair, precision and
+    # recall no worse than datasketch's, and the same LSH candidate rate per Jaccard bin (within
+    # 4 sigma). Near the threshold datasketch decides on its 112-permutation estimate (sd about
+    # 0.04 at J = 0.8) while candidates here are confirmed on a finer sketch, so its recall there
+    # may be lower by more than chance; the pairs come from the venv's files, which vary by install.
     assert np.mean(ours[clear] == ds[clear]) >= 0.99
-    assert abs(p - dp) <= 0.03 and abs(r - dr) <= 0.03
+    assert p >= dp - 0.03 and r >= dr - 0.03
     for lo in np.arange(0.5, 1.0, 0.1):
         in_bin = (jac >= lo) & (jac < lo + 0.1)
         pooled = (ours_candidate[in_bin].mean() + ds_candidate[in_bin].mean()) / 2
