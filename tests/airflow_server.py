@@ -20,6 +20,7 @@ from pathlib import Path
 from tests.netcheck import listening_addresses
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCKED_RETRIES = 5  # 503 "Database is locked" answers retried per request (SQLite metadata DB)
 
 
 def free_port() -> int:
@@ -114,9 +115,18 @@ class AirflowStandalone:
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
+        for attempt in range(LOCKED_RETRIES + 1):
+            request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                # SQLite allows one writer: the API answers 503 "Database is locked" (its transaction
+                # rolled back) when the scheduler holds the write lock. Try again, as a client would.
+                if exc.code != 503 or attempt == LOCKED_RETRIES:
+                    raise
+                time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
 
     def token(self) -> str:
         if self._token is None:
