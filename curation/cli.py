@@ -119,7 +119,7 @@ def dedup(
     """Documents shards -> the table of exact duplicates to drop."""
     from curation.dedup.exact import plan_exact_dedup
 
-    typer.echo(plan_exact_dedup(inputs, output, _config(config, overrides)).summary())
+    _run_stage(lambda: plan_exact_dedup(inputs, output, _config(config, overrides)), output)
 
 
 @app.command("filter")
@@ -573,7 +573,7 @@ def dedup_url(
     """Documents shards -> pages whose normalized URL an earlier doc_id has."""
     from curation.dedup.exact import plan_url_dedup
 
-    typer.echo(plan_url_dedup(inputs, output, _config(config, overrides)).summary())
+    _run_stage(lambda: plan_url_dedup(inputs, output, _config(config, overrides)), output)
 
 
 @app.command("dedup-images")
@@ -584,12 +584,15 @@ def dedup_images_cmd(
     from curation import storage
     from curation.dedup.images import compute_image_keys, plan_image_dedup
 
-    cfg = _config(config, overrides)
-    keys = []
-    for i, uri in enumerate(inputs):
-        keys.append(storage.join(output.rsplit("/", 1)[0], "image-keys", f"{i:05d}.parquet"))
-        compute_image_keys([uri], keys[-1], cfg)
-    typer.echo(plan_image_dedup(keys, output, cfg).summary())
+    def run() -> StageStats:
+        cfg = _config(config, overrides)
+        keys = []
+        for i, uri in enumerate(inputs):
+            keys.append(storage.join(output.rsplit("/", 1)[0], "image-keys", f"{i:05d}.parquet"))
+            compute_image_keys([uri], keys[-1], cfg)
+        return plan_image_dedup(keys, output, cfg)
+
+    _run_stage(run, output)
 
 
 @app.command("dedup-index-add")

@@ -134,6 +134,24 @@ def _is_pairs_stage(stage: str) -> bool:
     return stage in PAIR_STAGES or "pair" in stage or "image" in stage
 
 
+def _scores_section(profile: Profile, name: str, title: str, out_dir: Path, m: dict, written: list[Path]) -> list[str]:
+    """Markdown for a table's score histograms (card/{name}_scores.png, added to `written`); [] without scores."""
+    png = out_dir / "card" / f"{name}_scores.png"
+    if not histogram_png(png, profile.numeric, f"{m['corpus']} {m['build_id']}: {name}"):
+        return []
+    written.append(png)
+    return [
+        f"## {title} scores",
+        "",
+        _sample_note(profile, name),
+        "",
+        f"![{title.lower()} score histograms](card/{name}_scores.png)",
+        "",
+        *_summary_lines(profile.numeric),
+        "",
+    ]
+
+
 def funnel_lines(funnel: dict[str, dict[str, Any]]) -> list[str]:
     """Markdown: rows per stage, then every drop reason with its share of the stage's input and of
     everything that entered its chain (documents from ingest; image-text pairs from their first stage)."""
@@ -264,33 +282,11 @@ def write_data_card(
     lines += ["## Drop funnel", "", *funnel_lines(m.get("funnel", {})), ""]
     if documents.categories.get("language"):
         lines += ["## Languages", "", *_count_lines(documents.categories["language"], "language", documents.rows), ""]
-    if histogram_png(out_dir / "card" / "documents_scores.png", documents.numeric, f"{m['corpus']} {m['build_id']}: documents"):
-        written.append(out_dir / "card" / "documents_scores.png")
-        lines += [
-            "## Document scores",
-            "",
-            _sample_note(documents, "documents"),
-            "",
-            "![document score histograms](card/documents_scores.png)",
-            "",
-            *_summary_lines(documents.numeric),
-            "",
-        ]
+    lines += _scores_section(documents, "documents", "Document", out_dir, m, written)
     if pairs is not None and pairs.rows:
         if pairs.categories.get("image_format"):
             lines += ["## Image formats", "", *_count_lines(pairs.categories["image_format"], "format", pairs.rows), ""]
-        if histogram_png(out_dir / "card" / "pairs_scores.png", pairs.numeric, f"{m['corpus']} {m['build_id']}: pairs"):
-            written.append(out_dir / "card" / "pairs_scores.png")
-            lines += [
-                "## Image-text pair scores",
-                "",
-                _sample_note(pairs, "pairs"),
-                "",
-                "![pair score histograms](card/pairs_scores.png)",
-                "",
-                *_summary_lines(pairs.numeric),
-                "",
-            ]
+        lines += _scores_section(pairs, "pairs", "Image-text pair", out_dir, m, written)
     if m.get("schema"):
         lines += ["## Documents schema", "", "| column | type | description |", "|---|---|---|"]
         lines += [f"| {c['name']} | {c['type']} | {c['doc']} |" for c in m["schema"]]

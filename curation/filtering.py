@@ -98,9 +98,5 @@ def filter_shard(inputs: list[str], output: str, cfg: BuildConfig, duplicates: s
                         scored = scored.append_column(field, signals[field.name])
                 writer.write(scored.select(SCORED_DOCUMENTS.names).filter(keep))
                 progress.tick()
-    stats.rows_out = writer.rows
-    stats.bytes_out = writer.bytes
-    stats.outputs = [output]
-    storage.write_table(layout.dropped_uri(output), pa.concat_tables(dropped) if dropped else DROPPED.empty_table())
-    stats.seconds = time.monotonic() - started
+    layout.finish_shard(stats, writer, output, started, dropped)
     return stats

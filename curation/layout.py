@@ -13,8 +13,13 @@
 
 from __future__ import annotations
 
+import time
+
+import pyarrow as pa
+
 from curation import storage
 from curation.config import BuildConfig
+from curation.schema import DROPPED
 from curation.stats import StageStats
 
 
@@ -90,6 +95,20 @@ def latest_uri(cfg: BuildConfig) -> str:
 
 def write_stats(stats: StageStats, output: str) -> None:
     storage.write_json(stats_uri(output), stats.to_dict())
+
+
+def finish_shard(
+    stats: StageStats, writer: storage.TableWriter, output: str, started: float, dropped: list[pa.Table] | None = None
+) -> StageStats:
+    """End a per-shard stage: rows and bytes written to `output`, the time since `started`
+    (time.monotonic()), and, for a stage that removes rows, its dropped/ table (empty if none)."""
+    stats.rows_out = writer.rows
+    stats.bytes_out = writer.bytes
+    stats.outputs = [output]
+    if dropped is not None:
+        storage.write_table(dropped_uri(output), pa.concat_tables([DROPPED.empty_table(), *dropped]))
+    stats.seconds = time.monotonic() - started
+    return stats
 
 
 def read_stats(output: str) -> StageStats:

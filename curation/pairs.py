@@ -62,9 +62,5 @@ def filter_pairs(inputs: list[str], output: str, cfg: BuildConfig, duplicates: l
                     )
                 )
             writer.write(table.filter(~drop))
-    stats.rows_out = writer.rows
-    stats.bytes_out = writer.bytes
-    stats.outputs = [output]
-    storage.write_table(layout.dropped_uri(output), pa.concat_tables(dropped) if dropped else DROPPED.empty_table())
-    stats.seconds = time.monotonic() - started
+    layout.finish_shard(stats, writer, output, started, dropped)
     return stats

@@ -172,7 +172,7 @@ def run_pairs_select_plan(cfg: BuildConfig, build_id: str, pairs: list[str]) -> 
 
 def run_pairs_select(cfg: BuildConfig, build_id: str, pairs: str, plan: str) -> str:
     output = _next_shard(cfg, build_id, "select_pairs", pairs)
-    return _finish(select_shard([pairs], output, cfg, plan, select=cfg.select_pairs), output)
+    return _finish(select_shard([pairs], output, cfg, plan, select=cfg.select_pairs, stage="select_pairs"), output)
 
 
 def run_filter(cfg: BuildConfig, build_id: str, ingested: str, duplicates: list[str]) -> str:
@@ -214,8 +214,7 @@ def funnel(ingested: list[str], *later: list[str]) -> list[StageStats]:
 
 
 def pairs_funnel(cfg: BuildConfig, build_id: str, ingested: list[str]) -> list[StageStats]:
-    """Stage totals of the image-text chain, each named by its stage folder (the pairs' selection
-    reuses the documents' select code, whose stats say "select")."""
+    """Stage totals of the image-text chain, in pipeline order (each stage writes to the folder it is named after)."""
     stages = [StageStats.total(PAIR_STAGES[0], [layout.read_stats(layout.pairs_uri(u)) for u in ingested])]
     for stage in PAIR_STAGES[1:]:
         parts = [layout.read_stats(u) for u in layout.stage_outputs(cfg, build_id, stage)]

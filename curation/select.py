@@ -263,13 +263,13 @@ def decide(table: pa.Table, plan: SelectionPlan) -> tuple[np.ndarray, np.ndarray
     return reason, detail
 
 
-def _dropped_rows(batch: pa.Table, id_column: str, reason: np.ndarray, detail: np.ndarray) -> pa.Table:
+def _dropped_rows(batch: pa.Table, stage: str, id_column: str, reason: np.ndarray, detail: np.ndarray) -> pa.Table:
     def column(name: str, type_: pa.DataType) -> pa.Array:
         return batch[name].cast(type_) if name in batch.column_names else pa.nulls(batch.num_rows, type_)
 
     return pa.table(
         {
-            "stage": pa.array([STAGE] * batch.num_rows, pa.string()),
+            "stage": pa.array([stage] * batch.num_rows, pa.string()),
             "reason": pa.array(reason, pa.string()),
             "doc_id": column(id_column, pa.string()),
             "url": column("url", pa.string()),
@@ -282,16 +282,23 @@ def _dropped_rows(batch: pa.Table, id_column: str, reason: np.ndarray, detail: n
 
 
 def select_shard(
-    inputs: list[str], output: str, cfg: BuildConfig, plan: SelectionPlan | str, select: SelectConfig | None = None
+    inputs: list[str],
+    output: str,
+    cfg: BuildConfig,
+    plan: SelectionPlan | str,
+    select: SelectConfig | None = None,
+    stage: str = STAGE,
 ) -> StageStats:
-    """Apply the plan's cuts to `inputs` (one shard): kept rows to `output`, the rest to dropped/ with a reason."""
+    """Apply the plan's cuts to `inputs` (one shard): kept rows to `output`, the rest to dropped/ with a reason.
+
+    `select` replaces `cfg.select` (the pairs' `select_pairs`), `stage` names the stage in stats and dropped/."""
     sel = select or cfg.select
     plan = load_plan(plan) if isinstance(plan, str) else plan
     if plan.select_config and plan.select_config != sel.model_dump(mode="json"):
         raise ConfigError("the selection plan was made with another select config; plan again with this config")
     if not inputs:
         raise ConfigError(f"select_shard needs at least one input for {output}")
-    stats = StageStats(stage=STAGE, shard=storage.name(output).removesuffix(".parquet"))
+    stats = StageStats(stage=stage, shard=storage.name(output).removesuffix(".parquet"))
     started = time.monotonic()
     progress = Progress(stats)
     dropped: list[pa.Table] = []
@@ -307,14 +314,10 @@ def select_shard(
                 keep = reason == ""
                 if not keep.all():
                     stats.drop_each(reason[~keep])
-                    dropped.append(_dropped_rows(batch.filter(~keep), sel.id_column, reason[~keep], detail[~keep]))
+                    dropped.append(_dropped_rows(batch.filter(~keep), stage, sel.id_column, reason[~keep], detail[~keep]))
                 writer.write(batch.filter(pa.array(keep)))
                 progress.tick()
-    stats.rows_out = writer.rows
-    stats.bytes_out = writer.bytes
-    stats.outputs = [output]
-    storage.write_table(layout.dropped_uri(output), pa.concat_tables(dropped) if dropped else DROPPED.empty_table())
-    stats.seconds = time.monotonic() - started
+    layout.finish_shard(stats, writer, output, started, dropped)
     return stats
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import random
-import struct
-import zlib
 
 import numpy as np
 import open_clip
@@ -35,6 +33,7 @@ from curation.scoring.clip import (
 )
 from curation.scoring.filter_network import TINY_CLIP_CONFIG
 from curation.scoring.scenes import encode_jpeg, make_seed_pairs, random_scene, render_scene
+from tests.images import png_claiming
 
 TINY = register_model_config(TINY_CLIP_CONFIG)
 
@@ -64,16 +63,6 @@ def noise_png(width: int, height: int, seed: int = 0) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="PNG")
     return out.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header announces width x height pixels (a decompression bomb's calling card)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from curation import storage
 from curation.dedup.images import IMAGE_DUPLICATES, compute_image_keys, dedup_images, image_key, plan_image_dedup
+from tests.images import png_claiming
 
 
 def _picture(seed: int, size: int = 256) -> Image.Image:
@@ -33,16 +32,6 @@ def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     return out.getvalue()
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR claiming width x height, with a tiny compressed body."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
-
-
 @pytest.fixture
 def pairs() -> pa.Table:
     a, b, c = _picture(1), _picture(2), _picture(3)
@@ -55,7 +44,7 @@ def pairs() -> pa.Table:
         ("p30", _encode(c, "WEBP")),
         ("p40", b"\xff\xd8\xff\xe0 not really a jpeg"),  # undecodable
         ("p41", _encode(b, "JPEG")[:300]),  # truncated
-        ("p50", _png_header_only(40_000, 40_000)),  # decompression bomb: 1.6 G pixels claimed
+        ("p50", png_claiming(40_000, 40_000)),  # decompression bomb: 1.6 G pixels claimed
         ("p60", None),  # not fetched: no bytes, left alone
     ]
     return pa.table({"pair_id": [r[0] for r in rows], "image": pa.array([r[1] for r in rows], pa.binary())})

@@ -6,10 +6,8 @@ import hashlib
 import io
 import itertools
 import json
-import struct
 import threading
 import time
-import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +22,7 @@ from curation import layout
 from curation.cli import app
 from curation.ingest.fetch import fetch_images, is_public_address
 from curation.schema import PAIRS
+from tests.images import png_claiming
 
 
 def _image(fmt: str, size: tuple[int, int]) -> bytes:
@@ -31,16 +30,6 @@ def _image(fmt: str, size: tuple[int, int]) -> bytes:
     image = Image.linear_gradient("L").resize(size).convert("RGB")
     image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return buffer.getvalue()
-
-
-def _png_bomb(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height pixels (its data would inflate to gigabytes)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
 
 
 GOOD_PNG = _image("PNG", (300, 240))
@@ -52,7 +41,7 @@ ASSETS = {
     "/wide.png": ("image/png", _image("PNG", (900, 200))),
     "/broken.png": ("image/png", GOOD_PNG[: len(GOOD_PNG) // 3]),
     "/not-an-image.png": ("image/png", b"<html><body>Sorry, this is a web page</body></html>"),
-    "/bomb.png": ("image/png", _png_bomb(100_000, 100_000)),
+    "/bomb.png": ("image/png", png_claiming(100_000, 100_000)),
     "/huge.png": ("image/png", GOOD_PNG + b"\x00" * 3_000_000),
 }
 

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import storage
+from curation import layout, storage
 from curation.config import BuildConfig
 from curation.stats import Progress, StageStats
 
@@ -130,10 +130,7 @@ def compute_image_keys(inputs: list[str], output: str, cfg: BuildConfig) -> Stag
                 writer.write(image_keys(pa.Table.from_batches([batch]), cfg))
                 stats.rows_in += batch.num_rows
                 progress.tick()
-    stats.rows_out = stats.rows_in
-    stats.bytes_out = writer.bytes
-    stats.outputs = [output]
-    stats.seconds = time.monotonic() - started
+    layout.finish_shard(stats, writer, output, started)
     return stats
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation import storage
+from curation import layout, storage
 from curation.config import BuildConfig, DedupConfig
 from curation.dedup.normalize import WORDS_VERSION, normalize_words
 from curation.stats import Progress, StageStats
@@ -282,8 +282,5 @@ def compute_signatures(inputs: list[str], output: str, cfg: BuildConfig) -> Stag
                 writer.write(signature_table(batch.column("doc_id"), batch.column("text"), hasher, schema))
                 stats.rows_in += batch.num_rows
                 progress.tick()
-    stats.rows_out = stats.rows_in
-    stats.bytes_out = writer.bytes
-    stats.outputs = [output]
-    stats.seconds = time.monotonic() - started
+    layout.finish_shard(stats, writer, output, started)
     return stats

@@ -583,11 +583,7 @@ def score_pairs_shard(inputs: list[str], output: str, cfg: BuildConfig) -> Stage
                 kept = kept.append_column(field, scores[field.name])
             writer.write(kept.filter(pc.invert(bad)).select(schema.names))
             progress.tick()
-    stats.rows_out = writer.rows
-    stats.bytes_out = writer.bytes
-    stats.outputs = [output]
-    storage.write_table(layout.dropped_uri(output), pa.concat_tables(dropped) if dropped else DROPPED.empty_table())
-    stats.seconds = time.monotonic() - started
+    layout.finish_shard(stats, writer, output, started, dropped)
     progress.log()
     return stats
 

@@ -13,7 +13,7 @@ import time
 
 import pyarrow as pa
 
-from curation import storage
+from curation import layout, storage
 from curation.config import BuildConfig
 from curation.schema import CLASSIFIED_DOCUMENTS, SCORED_DOCUMENTS, conform
 from curation.scoring.fasttext_classifier import load_classifier, score_texts
@@ -58,8 +58,5 @@ def score_shard(inputs: list[str], output: str, cfg: BuildConfig) -> StageStats:
                 stats.rows_in += batch.num_rows
                 writer.write(score_table(batch, cfg))
                 progress.tick()
-    stats.rows_out = writer.rows
-    stats.bytes_out = writer.bytes
-    stats.outputs = [output]
-    stats.seconds = time.monotonic() - started
+    layout.finish_shard(stats, writer, output, started)
     return stats
